@@ -1,0 +1,164 @@
+"""``Address``: the host and port that every proxy protocol carries.
+
+A host is an :class:`~ipaddress.IPv4Address`, an :class:`~ipaddress.IPv6Address`
+or a domain name. Domain names are stored as the octets that go on the wire
+(ASCII, IDNA-encoded when given as a Unicode string), 1 to 255 of them, as
+RFC 1928 §5 allows; storing octets means a name received from a peer is kept
+exactly, whatever it contains, and never needs decoding to be forwarded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Final, final
+
+import attrs
+
+from ._codes import AddressType
+from ._errors import LocalProtocolError
+
+__all__ = ["Address", "Host"]
+
+Host = ipaddress.IPv4Address | ipaddress.IPv6Address | bytes
+"""What ``Address.host`` holds."""
+
+_MAX_DOMAIN: Final = 255
+# Octets refused in a domain name: controls, space, DEL. They have no place in a
+# host name, and refusing them up front keeps them out of HTTP heads, SOCKS4a's
+# NUL-terminated fields and log lines.
+_FORBIDDEN_IN_DOMAIN: Final = frozenset(range(0x21)) | {0x7F}
+
+
+def _to_host(value: object) -> Host:
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return ipaddress.ip_address(value)
+        except ValueError:
+            pass
+        if value.isascii():
+            return value.encode("ascii")
+        try:
+            return value.encode("idna")
+        except UnicodeError as exc:
+            raise LocalProtocolError(f"host {value!r} is not a valid internationalised domain name: {exc}") from None
+    raise TypeError(f"host must be str, bytes or an ipaddress address, not {type(value).__name__}")
+
+
+def _check_host(_instance: object, _attribute: object, host: Host) -> None:
+    if isinstance(host, bytes):
+        if not 1 <= len(host) <= _MAX_DOMAIN:
+            raise LocalProtocolError(f"a domain name must be 1 to 255 octets long, got {len(host)}")
+        if not _FORBIDDEN_IN_DOMAIN.isdisjoint(host):
+            raise LocalProtocolError(f"domain name {host!r} contains a control character or space")
+
+
+def _check_port(_instance: object, _attribute: object, port: int) -> None:
+    if type(port) is not int:
+        raise TypeError(f"port must be int, not {type(port).__name__}")
+    if not 0 <= port <= 0xFFFF:
+        raise LocalProtocolError(f"port must be in 0..65535, got {port}")
+
+
+@final
+@attrs.frozen
+class Address:
+    """A host (IPv4, IPv6 or domain name) and a port.
+
+    Args:
+        host: an IP address object, a string (an IP literal becomes an IP address;
+            anything else is a domain name, IDNA-encoded if it is not ASCII), or the
+            domain name's octets.
+        port: 0 to 65535.
+
+    Raises:
+        LocalProtocolError: a domain that is empty, longer than 255 octets, holds a
+            control character or space, or cannot be IDNA-encoded; a port out of range.
+        TypeError: a host or port of the wrong Python type.
+    """
+
+    host: Host = attrs.field(converter=_to_host, validator=_check_host)
+    port: int = attrs.field(validator=_check_port)
+
+    @property
+    def atype(self) -> AddressType:
+        """The SOCKS5 address type that carries this host."""
+        if isinstance(self.host, ipaddress.IPv4Address):
+            return AddressType.IPV4
+        if isinstance(self.host, ipaddress.IPv6Address):
+            return AddressType.IPV6
+        return AddressType.DOMAIN
+
+    @property
+    def is_domain(self) -> bool:
+        """True when the host is a name rather than an IP address."""
+        return isinstance(self.host, bytes)
+
+    @property
+    def host_str(self) -> str:
+        """The host as text: the IP literal, or the domain's octets (ASCII; others escaped)."""
+        if isinstance(self.host, bytes):
+            return self.host.decode("ascii", "backslashreplace")
+        return str(self.host)
+
+    @property
+    def authority(self) -> str:
+        """``host:port``, with an IPv6 literal bracketed: ``[::1]:443``."""
+        if isinstance(self.host, ipaddress.IPv6Address):
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host_str}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.authority
+
+    @classmethod
+    def parse_authority(cls, text: str | bytes, *, default_port: int | None = None) -> Address:
+        """Parse ``host:port`` or ``[v6]:port`` (the authority form of RFC 9110 §7.2).
+
+        Args:
+            text: the authority. Bytes must be ASCII.
+            default_port: the port to use when *text* has none; without it a port is
+                required.
+
+        Raises:
+            LocalProtocolError: the text is not an authority (missing or bad port,
+                unbracketed IPv6, empty host, bad bracket); the message says which.
+        """
+        if isinstance(text, bytes | bytearray):
+            try:
+                text = bytes(text).decode("ascii")
+            except UnicodeDecodeError:
+                raise LocalProtocolError(f"authority {bytes(text)!r} is not ASCII") from None
+        if text.startswith("["):
+            close = text.find("]")
+            if close < 0:
+                raise LocalProtocolError(f"authority {text!r} has '[' without ']'")
+            literal, rest = text[1:close], text[close + 1 :]
+            try:
+                host: Host = ipaddress.IPv6Address(literal)
+            except ValueError:
+                raise LocalProtocolError(f"{literal!r} inside brackets is not an IPv6 address") from None
+            if rest and not rest.startswith(":"):
+                raise LocalProtocolError(f"authority {text!r} has text after ']' that is not ':port'")
+            port_text: str | None = rest[1:] if rest else None
+        else:
+            name, colon, after = text.rpartition(":")
+            if not colon:
+                name, port_text = text, None
+            else:
+                port_text = after
+            if ":" in name:
+                raise LocalProtocolError(f"authority {text!r}: an IPv6 address must be written in brackets")
+            if not name:
+                raise LocalProtocolError(f"authority {text!r} has no host")
+            host = _to_host(name)
+        if port_text is None:
+            if default_port is None:
+                raise LocalProtocolError(f"authority {text!r} has no port")
+            return cls(host, default_port)
+        if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
+            raise LocalProtocolError(f"authority {text!r} has a bad port {port_text!r}")
+        return cls(host, int(port_text))

@@ -1,0 +1,153 @@
+"""``Socks5Connection``: one SOCKS5 conversation (RFC 1928 + RFC 1929), either role.
+
+The rules live in :mod:`._socks5_state` (the table) and :mod:`._socks5_wire`
+(the octets); this class adds what depends on the conversation so far: the
+method must be one the client offered, the reply's meaning depends on the
+request's command, and methods socks-sansio does not implement are refused
+with a clear message rather than left hanging.
+"""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+from ._codes import AuthMethod, Command
+from ._errors import LocalProtocolError
+from ._machine import Machine
+from ._rfc1929 import UsernamePasswordReply, parse_auth_reply, parse_auth_request
+from ._socks5_events import CommandReply, CommandRequest, ConnectionClosed, Greeting, MethodSelection, Socks5Event
+from ._socks5_state import SENDER, TRANSITIONS, Input, Socks5State, classify
+from ._socks5_wire import encode_event, parse_greeting, parse_method_selection, parse_reply, parse_request
+from ._util import Role
+
+__all__ = ["Socks5Connection"]
+
+_AWAITED: Final = {
+    Socks5State.AWAIT_GREETING: "the greeting",
+    Socks5State.AWAIT_METHOD: "the method selection",
+    Socks5State.AWAIT_AUTH_REQUEST: "the username/password request",
+    Socks5State.AWAIT_AUTH_REPLY: "the username/password reply",
+    Socks5State.AWAIT_COMMAND: "the request",
+    Socks5State.AWAIT_REPLY: "the reply",
+    Socks5State.AWAIT_BIND_PEER: "the second BIND reply",
+}
+_CLOSED: Final = ConnectionClosed()
+
+
+@final
+class Socks5Connection(Machine[Socks5State, Socks5Event]):
+    """A SOCKS5 conversation, as a client or as a server, without I/O.
+
+    Feed received bytes to :meth:`receive_data`, take events from
+    :meth:`next_event`, and turn your events into bytes with :meth:`send`.
+    The conversation ends in a terminal state: ``TUNNEL`` (CONNECT, or BIND after
+    its second reply), ``ASSOCIATED`` (UDP ASSOCIATE), ``MUST_CLOSE``,
+    ``CLOSED`` or ``ERROR``. Bytes after the final reply are never parsed:
+    :attr:`trailing_data` returns them.
+
+    Args:
+        our_role: ``CLIENT`` or ``SERVER``.
+        lenient_auth_version: client only; accept an RFC 1929 reply whose version
+            octet is 0x05 (some servers send it) as well as the correct 0x01.
+    """
+
+    __slots__ = ("_command", "_lenient_auth_version", "_method", "_offered")
+    _protocol = "SOCKS5"
+
+    def __init__(self, our_role: Role, *, lenient_auth_version: bool = False) -> None:
+        super().__init__(our_role, Socks5State.AWAIT_GREETING)
+        self._lenient_auth_version = lenient_auth_version
+        self._offered: tuple[int, ...] = ()
+        self._method: int | None = None
+        self._command: Command | None = None
+
+    @property
+    def method(self) -> int | None:
+        """The method the server selected, once it has."""
+        return self._method
+
+    @property
+    def command(self) -> Command | None:
+        """The command of the request, once it was sent."""
+        return self._command
+
+    # -- protocol hooks -------------------------------------------------------
+
+    def _sender(self, state: Socks5State) -> Role | None:
+        return SENDER.get(state)
+
+    def _read(self) -> tuple[Socks5Event, int] | int:
+        buf = self._buffer.data
+        state = self._state
+        if state is Socks5State.AWAIT_GREETING:
+            return parse_greeting(buf)
+        if state is Socks5State.AWAIT_METHOD:
+            return parse_method_selection(buf)
+        if state is Socks5State.AWAIT_AUTH_REQUEST:
+            return parse_auth_request(buf)
+        if state is Socks5State.AWAIT_AUTH_REPLY:
+            return parse_auth_reply(buf, lenient_version=self._lenient_auth_version)
+        if state is Socks5State.AWAIT_COMMAND:
+            return parse_request(buf)
+        return parse_reply(buf, eof=self._buffer.eof)
+
+    def _apply(self, role: Role, event: Socks5Event) -> None:
+        if not isinstance(event, Socks5Event):  # type: ignore[misc,arg-type]
+            raise TypeError(f"not a SOCKS5 event: {event!r}")
+        state = self._state
+        what = classify(event, self._command)
+        next_state = TRANSITIONS.get((state, what)) if what is not None else None
+        if next_state is None:
+            if what is Input.SELECT_UNIMPLEMENTED and state is Socks5State.AWAIT_METHOD:
+                assert isinstance(event, MethodSelection)
+                self._check_offered(event.method)
+                raise LocalProtocolError(
+                    f"method {_method_name(event.method)} was selected, which socks-sansio does not implement "
+                    "(it implements NO_AUTH 0x00 and USERNAME_PASSWORD 0x02)"
+                )
+            raise LocalProtocolError(
+                f"{type(event).__name__} from the {role.value} is not legal in state {state.name}"
+            )
+        if isinstance(event, Greeting):
+            self._offered = event.methods
+        elif isinstance(event, MethodSelection):
+            if event.method != AuthMethod.NO_ACCEPTABLE:
+                self._check_offered(event.method)
+            self._method = event.method
+        elif isinstance(event, CommandRequest):
+            self._command = event.command
+        self._state = next_state
+
+    def _check_offered(self, method: int) -> None:
+        if method not in self._offered:
+            offered = ", ".join(_method_name(m) for m in self._offered)
+            raise LocalProtocolError(f"method {_method_name(method)} was selected but the client offered only {offered}")
+
+    def _encode(self, event: Socks5Event) -> bytes:
+        return encode_event(event)
+
+    def _closed_event(self) -> Socks5Event:
+        return _CLOSED
+
+    def _is_refusal(self, event: object) -> bool:
+        if isinstance(event, MethodSelection):
+            return event.method == AuthMethod.NO_ACCEPTABLE
+        if isinstance(event, UsernamePasswordReply):
+            return not event.success
+        return isinstance(event, CommandReply) and not event.succeeded
+
+    def _error_state(self) -> Socks5State:
+        return Socks5State.ERROR
+
+    def _closed_state(self) -> Socks5State:
+        return Socks5State.CLOSED
+
+    def _awaited(self) -> str:
+        return _AWAITED.get(self._state, "a message")
+
+
+def _method_name(method: int) -> str:
+    try:
+        return f"{AuthMethod(method).name} (0x{method:02x})"
+    except ValueError:
+        return f"0x{method:02x}"

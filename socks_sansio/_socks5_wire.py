@@ -1,0 +1,232 @@
+"""SOCKS5 wire format (RFC 1928): one reader and one writer per message.
+
+Readers look at the start of the receive buffer and return either
+``(event, octets consumed)`` or, when the buffer holds only part of the
+message, the total number of octets the message needs *so far as can be told*
+(that number is also the read-size hint). Fixed octets are checked the moment
+they arrive, so a TLS ClientHello or an HTTP request sent to a SOCKS port fails
+on its first byte. Readers raise only :class:`RemoteProtocolError`.
+
+Every SOCKS5 message is at most 4 + 1 + 255 + 2 = 262 octets (RFC 1929 requests
+at most 513), so re-reading a partial message after each new segment costs a
+bounded amount: the total work stays linear in the bytes received.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Final
+
+from ._address import Address
+from ._codes import AddressType, AuthMethod, Command, ReplyCode, describe_reply
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._rfc1929 import UsernamePasswordReply, UsernamePasswordRequest, encode_auth_reply, encode_auth_request
+from ._socks5_events import (
+    UNSPECIFIED_ADDRESS,
+    CommandReply,
+    CommandRequest,
+    ConnectionClosed,
+    Greeting,
+    MethodSelection,
+    Socks5Event,
+)
+
+__all__ = [
+    "SOCKS5_VERSION",
+    "describe_failed_reply",
+    "encode_address",
+    "encode_event",
+    "parse_address",
+    "parse_greeting",
+    "parse_method_selection",
+    "parse_reply",
+    "parse_request",
+]
+
+SOCKS5_VERSION: Final = 0x05
+"""VER of every SOCKS5 message (RFC 1928 §3)."""
+
+_UNSUPPORTED_ATYP: Final = CommandReply(code=ReplyCode.ADDRESS_TYPE_NOT_SUPPORTED)
+_UNSUPPORTED_COMMAND: Final = CommandReply(code=ReplyCode.COMMAND_NOT_SUPPORTED)
+_GENERAL_FAILURE: Final = CommandReply(code=ReplyCode.GENERAL_FAILURE)
+_NO_ACCEPTABLE: Final = MethodSelection(method=AuthMethod.NO_ACCEPTABLE)
+
+
+def encode_address(address: Address) -> bytes:
+    """ATYP, the address (a domain after its length octet) and the port (RFC 1928 §4-5)."""
+    host = address.host
+    port = address.port.to_bytes(2, "big")
+    if isinstance(host, ipaddress.IPv4Address):
+        return b"\x01" + host.packed + port
+    if isinstance(host, ipaddress.IPv6Address):
+        return b"\x04" + host.packed + port
+    return bytes((AddressType.DOMAIN, len(host))) + host + port
+
+
+def parse_address(buf: bytes | bytearray, start: int) -> tuple[Address, int] | int:
+    """Read ATYP ADDR PORT at ``buf[start:]``.
+
+    Returns:
+        ``(address, end offset)``, or the total length of ``buf`` needed so far.
+
+    Raises:
+        RemoteProtocolError: an unknown ATYP (hint: REP 0x08), a zero-length or
+            otherwise invalid domain name.
+    """
+    have = len(buf)
+    if have <= start:
+        return start + 1
+    atyp = buf[start]
+    if atyp == AddressType.IPV4:
+        end = start + 1 + 4 + 2
+        if have < end:
+            return end
+        host: object = ipaddress.IPv4Address(bytes(buf[start + 1 : start + 5]))
+    elif atyp == AddressType.IPV6:
+        end = start + 1 + 16 + 2
+        if have < end:
+            return end
+        host = ipaddress.IPv6Address(bytes(buf[start + 1 : start + 17]))
+    elif atyp == AddressType.DOMAIN:
+        if have <= start + 1:
+            return start + 2
+        length = buf[start + 1]
+        if length == 0:
+            raise RemoteProtocolError("domain name of length 0 (RFC 1928 §5 requires 1 to 255 octets)",
+                                      reply_hint=_GENERAL_FAILURE)
+        end = start + 2 + length + 2
+        if have < end:
+            return end
+        host = bytes(buf[start + 2 : start + 2 + length])
+    else:
+        raise RemoteProtocolError(
+            f"unknown address type 0x{atyp:02x}; RFC 1928 §5 defines 0x01 (IPv4), 0x03 (domain), 0x04 (IPv6)",
+            reply_hint=_UNSUPPORTED_ATYP,
+        )
+    port = (buf[end - 2] << 8) | buf[end - 1]
+    try:
+        return Address(host, port), end
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(f"invalid address: {exc.message}", reply_hint=_GENERAL_FAILURE) from None
+
+
+def _check_version(buf: bytes | bytearray, what: str, reply_hint: object) -> None:
+    if buf and buf[0] != SOCKS5_VERSION:
+        raise RemoteProtocolError(
+            f"{what} starts with 0x{buf[0]:02x}, expected SOCKS version 0x05{_looks_like(buf[0])}",
+            reply_hint=reply_hint,
+        )
+
+
+def _looks_like(first: int) -> str:
+    if first == 0x04:
+        return " (this looks like SOCKS4)"
+    if first == 0x16:
+        return " (this looks like a TLS handshake)"
+    if 0x41 <= first <= 0x5A:
+        return " (this looks like HTTP)"
+    return ""
+
+
+def parse_greeting(buf: bytearray) -> tuple[Greeting, int] | int:
+    """VER NMETHODS METHODS (RFC 1928 §3)."""
+    _check_version(buf, "the greeting", None)
+    if len(buf) < 2:
+        return 2
+    count = buf[1]
+    if count == 0:
+        raise RemoteProtocolError("the greeting offers no methods (NMETHODS is 0)", reply_hint=_NO_ACCEPTABLE)
+    end = 2 + count
+    if len(buf) < end:
+        return end
+    return Greeting(methods=tuple(buf[2:end])), end
+
+
+def parse_method_selection(buf: bytearray) -> tuple[MethodSelection, int] | int:
+    """VER METHOD (RFC 1928 §3)."""
+    _check_version(buf, "the method selection", None)
+    if len(buf) < 2:
+        return 2
+    return MethodSelection(method=buf[1]), 2
+
+
+def parse_request(buf: bytearray) -> tuple[CommandRequest, int] | int:
+    """VER CMD RSV ATYP DST.ADDR DST.PORT (RFC 1928 §4)."""
+    _check_version(buf, "the request", _GENERAL_FAILURE)
+    have = len(buf)
+    if have >= 2 and buf[1] not in _COMMANDS:
+        raise RemoteProtocolError(
+            f"unknown command 0x{buf[1]:02x}; RFC 1928 §4 defines 0x01 CONNECT, 0x02 BIND, 0x03 UDP ASSOCIATE",
+            reply_hint=_UNSUPPORTED_COMMAND,
+        )
+    if have >= 3 and buf[2] != 0:
+        raise RemoteProtocolError(f"reserved octet of the request is 0x{buf[2]:02x}, must be 0x00",
+                                  reply_hint=_GENERAL_FAILURE)
+    if have < 3:
+        return 3 + 1
+    parsed = parse_address(buf, 3)
+    if isinstance(parsed, int):
+        return parsed
+    address, end = parsed
+    return CommandRequest(command=Command(buf[1]), address=address), end
+
+
+_COMMANDS: Final = frozenset(Command)
+
+
+def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
+    """VER REP RSV ATYP BND.ADDR BND.PORT (RFC 1928 §6).
+
+    A failure reply is reported with its REP even when the rest of it is
+    malformed, or truncated by the server closing the connection (*eof*): the
+    code is what the caller needs, and servers in the field send such replies.
+    Its ``bound`` is then :data:`UNSPECIFIED_ADDRESS`, and the octets after VER
+    REP are consumed.
+    """
+    _check_version(buf, "the reply", None)
+    have = len(buf)
+    if have < 2:
+        return 2
+    code = buf[1]
+    if code == ReplyCode.SUCCEEDED:
+        if have >= 3 and buf[2] != 0:
+            raise RemoteProtocolError(f"reserved octet of the reply is 0x{buf[2]:02x}, must be 0x00")
+        if have < 3:
+            return 4
+        parsed = parse_address(buf, 3)
+        if isinstance(parsed, int):
+            return parsed
+        return CommandReply(code=code, bound=parsed[0]), parsed[1]
+    # A failure: the code is known already; the rest only has to be skipped.
+    try:
+        parsed = parse_address(buf, 3) if have >= 3 else 4
+    except RemoteProtocolError:
+        return CommandReply(code=code), have
+    if isinstance(parsed, int):
+        return (CommandReply(code=code), have) if eof else parsed
+    return CommandReply(code=code, bound=parsed[0]), parsed[1]
+
+
+def describe_failed_reply(reply: CommandReply) -> str:
+    """``"connection refused (REP 0x05)"``."""
+    return f"{describe_reply(reply.code)} (REP 0x{reply.code:02x})"
+
+
+def encode_event(event: Socks5Event) -> bytes:
+    """The octets that carry *event* (``b""`` for :class:`ConnectionClosed`)."""
+    if isinstance(event, Greeting):
+        return bytes((SOCKS5_VERSION, len(event.methods), *event.methods))
+    if isinstance(event, MethodSelection):
+        return bytes((SOCKS5_VERSION, event.method))
+    if isinstance(event, UsernamePasswordRequest):
+        return encode_auth_request(event)
+    if isinstance(event, UsernamePasswordReply):
+        return encode_auth_reply(event)
+    if isinstance(event, CommandRequest):
+        return bytes((SOCKS5_VERSION, event.command, 0)) + encode_address(event.address)
+    if isinstance(event, CommandReply):
+        return bytes((SOCKS5_VERSION, event.code, 0)) + encode_address(event.bound)
+    if isinstance(event, ConnectionClosed):
+        return b""
+    raise TypeError(f"not a SOCKS5 event: {event!r}")
+

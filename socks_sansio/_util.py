@@ -1,0 +1,49 @@
+"""Roles and the two sentinels that ``next_event()`` can return instead of an event.
+
+The sentinels are single-member enums so that type checkers narrow
+``event is NEED_DATA`` exactly (a class-based sentinel would not narrow).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+__all__ = ["CLIENT", "NEED_DATA", "PAUSED", "SERVER", "NeedData", "Paused", "Role"]
+
+
+class Role(enum.Enum):
+    """Which end of the conversation a connection object plays."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+    @property
+    def peer(self) -> Role:
+        """The other role."""
+        return Role.SERVER if self is Role.CLIENT else Role.CLIENT
+
+
+CLIENT: Final = Role.CLIENT
+SERVER: Final = Role.SERVER
+
+
+class NeedData(enum.Enum):
+    """Type of :data:`NEED_DATA`: the buffered bytes do not hold a whole message yet."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+class Paused(enum.Enum):
+    """Type of :data:`PAUSED`: nothing more will be parsed until you ``send()``, or ever again.
+
+    A connection is paused on our turn (the peer is waiting for us) and in every
+    terminal state (tunnel open, refused, closed, error). Never read from the
+    network because of ``PAUSED``: that is how adapters deadlock.
+    """
+
+    PAUSED = "PAUSED"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+PAUSED: Final = Paused.PAUSED

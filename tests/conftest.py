@@ -1,0 +1,16 @@
+"""Hypothesis profiles: ``dev`` (default, quick) and ``ci`` (more examples).
+
+Select with ``HYPOTHESIS_PROFILE=ci``; .ci/run does.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.register_profile(
+    "ci", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
