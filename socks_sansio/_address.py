@@ -128,10 +128,11 @@ class Address:
                 unbracketed IPv6, empty host, bad bracket); the message says which.
         """
         if isinstance(text, bytes | bytearray):
+            raw = bytes(text)
             try:
-                text = bytes(text).decode("ascii")
+                text = raw.decode("ascii")
             except UnicodeDecodeError:
-                raise LocalProtocolError(f"authority {bytes(text)!r} is not ASCII") from None
+                raise LocalProtocolError(f"authority {raw!r} is not ASCII") from None
         if text.startswith("["):
             close = text.find("]")
             if close < 0:

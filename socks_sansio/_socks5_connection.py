@@ -92,7 +92,7 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
         return parse_reply(buf, eof=self._buffer.eof)
 
     def _apply(self, role: Role, event: Socks5Event) -> None:
-        if not isinstance(event, Socks5Event):  # type: ignore[misc,arg-type]
+        if not isinstance(event, Socks5Event):
             raise TypeError(f"not a SOCKS5 event: {event!r}")
         state = self._state
         what = classify(event, self._command)
@@ -121,7 +121,9 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
     def _check_offered(self, method: int) -> None:
         if method not in self._offered:
             offered = ", ".join(_method_name(m) for m in self._offered)
-            raise LocalProtocolError(f"method {_method_name(method)} was selected but the client offered only {offered}")
+            raise LocalProtocolError(
+                f"method {_method_name(method)} was selected but the client offered only {offered}"
+            )
 
     def _encode(self, event: Socks5Event) -> bytes:
         return encode_event(event)

@@ -86,9 +86,7 @@ def _command(value: object) -> Command:
         raise LocalProtocolError(f"unknown SOCKS5 command 0x{value:02x}; RFC 1928 §4 defines 1, 2 and 3") from None
 
 
-def _check_address(_i: object, _a: object, value: object) -> None:
-    if not isinstance(value, Address):
-        raise TypeError(f"expected an Address, not {type(value).__name__}")
+_check_address: Final = attrs.validators.instance_of(Address)
 
 
 @final

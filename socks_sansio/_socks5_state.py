@@ -104,7 +104,7 @@ SENDER: Final[dict[Socks5State, Role]] = {
 
 TERMINAL: Final = frozenset({S.TUNNEL, S.ASSOCIATED, S.MUST_CLOSE, S.CLOSED, S.ERROR})
 
-_SELECTIONS: Final = {
+_SELECTIONS: Final[dict[int, Input]] = {
     AuthMethod.NO_AUTH: Input.SELECT_NO_AUTH,
     AuthMethod.USERNAME_PASSWORD: Input.SELECT_USERNAME_PASSWORD,
     AuthMethod.NO_ACCEPTABLE: Input.SELECT_NO_ACCEPTABLE,
@@ -121,7 +121,7 @@ def classify(event: Socks5Event, command: Command | None) -> Input | None:
     if isinstance(event, Greeting):
         return Input.GREETING
     if isinstance(event, MethodSelection):
-        return _SELECTIONS.get(event.method, Input.SELECT_UNIMPLEMENTED)  # type: ignore[call-overload]
+        return _SELECTIONS.get(event.method, Input.SELECT_UNIMPLEMENTED)
     if isinstance(event, UsernamePasswordRequest):
         return Input.AUTH_REQUEST
     if isinstance(event, UsernamePasswordReply):
@@ -131,6 +131,6 @@ def classify(event: Socks5Event, command: Command | None) -> Input | None:
     if isinstance(event, CommandReply):
         if not event.succeeded:
             return Input.REPLY_FAILED
-        assert command is not None, "a reply is only legal after a request"
-        return _SUCCESSES[command]
+        # Before any request there is no command; no state then accepts a reply anyway.
+        return _SUCCESSES.get(command, Input.CONNECT_SUCCEEDED) if command else Input.CONNECT_SUCCEEDED
     return None

@@ -22,7 +22,6 @@ from ._codes import AddressType, AuthMethod, Command, ReplyCode, describe_reply
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._rfc1929 import UsernamePasswordReply, UsernamePasswordRequest, encode_auth_reply, encode_auth_request
 from ._socks5_events import (
-    UNSPECIFIED_ADDRESS,
     CommandReply,
     CommandRequest,
     ConnectionClosed,
