@@ -32,6 +32,12 @@ _AWAITED: Final = {
     Socks5State.AWAIT_BIND_PEER: "the second BIND reply",
 }
 _CLOSED: Final = ConnectionClosed()
+_EARLY_STATES: Final = frozenset({Socks5State.AWAIT_METHOD, Socks5State.AWAIT_AUTH_REPLY})
+_REFUSED: Final = frozenset({Socks5State.MUST_CLOSE})
+_PIPELINE_METHODS: Final[dict[int, Socks5State]] = {
+    AuthMethod.NO_AUTH: Socks5State.AWAIT_COMMAND,
+    AuthMethod.USERNAME_PASSWORD: Socks5State.AWAIT_AUTH_REQUEST,
+}
 
 
 @final
@@ -49,17 +55,27 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
         our_role: ``CLIENT`` or ``SERVER``.
         lenient_auth_version: client only; accept an RFC 1929 reply whose version
             octet is 0x05 (some servers send it) as well as the correct 0x01.
+        pipelining: client only; allow sending the username/password request and
+            the command request before the server's answers arrive, so the whole
+            handshake costs one round trip. It needs a greeting that offers exactly
+            one method, so the server can only accept that method or refuse
+            (0xFF); the early events are then replayed as the answers come in, and
+            dropped if the server refuses.
     """
 
-    __slots__ = ("_command", "_lenient_auth_version", "_method", "_offered")
+    __slots__ = ("_ahead", "_command", "_lenient_auth_version", "_method", "_offered", "_pipelining", "_predicted")
     _protocol = "SOCKS5"
 
-    def __init__(self, our_role: Role, *, lenient_auth_version: bool = False) -> None:
+    def __init__(self, our_role: Role, *, lenient_auth_version: bool = False, pipelining: bool = False) -> None:
         super().__init__(our_role, Socks5State.AWAIT_GREETING)
         self._lenient_auth_version = lenient_auth_version
+        self._pipelining = pipelining and our_role is Role.CLIENT
         self._offered: tuple[int, ...] = ()
         self._method: int | None = None
         self._command: Command | None = None
+        # Pipelining: events sent before their turn, and the state they lead to.
+        self._ahead: list[Socks5Event] = []
+        self._predicted: Socks5State | None = None
 
     @property
     def method(self) -> int | None:
@@ -70,6 +86,52 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
     def command(self) -> Command | None:
         """The command of the request, once it was sent."""
         return self._command
+
+    def send(self, event: Socks5Event) -> bytes:
+        """Judge *event* and return its octets; see :meth:`Machine.send`.
+
+        With ``pipelining=True`` a client may also send its username/password
+        request and its command request while waiting for the server.
+        """
+        if self._pipelining and self._state in _EARLY_STATES and not isinstance(event, ConnectionClosed):
+            try:
+                self._send_ahead(event)
+            except LocalProtocolError:
+                self._fail(None)
+                raise
+            return self._encode(event)
+        return super().send(event)
+
+    def _send_ahead(self, event: Socks5Event) -> None:
+        predicted = self._predicted
+        if predicted is None:
+            if self._state is Socks5State.AWAIT_AUTH_REPLY:
+                predicted = Socks5State.AWAIT_COMMAND
+            elif len(self._offered) == 1 and self._offered[0] in _PIPELINE_METHODS:
+                predicted = _PIPELINE_METHODS[self._offered[0]]
+            else:
+                raise LocalProtocolError(
+                    "pipelining needs a greeting that offers exactly one method, NO_AUTH or USERNAME_PASSWORD"
+                )
+        what = classify(event, self._command)
+        next_state = TRANSITIONS.get((predicted, what)) if what is not None else None
+        if next_state is None or SENDER.get(predicted) is not Role.CLIENT:
+            raise LocalProtocolError(f"{type(event).__name__} cannot be pipelined after state {predicted.name}")
+        if isinstance(event, CommandRequest):
+            self._command = event.command
+        self._ahead.append(event)
+        # Past the server's turn, assume its successful answer (a refusal drops the queue).
+        self._predicted = Socks5State.AWAIT_COMMAND if next_state is Socks5State.AWAIT_AUTH_REPLY else next_state
+
+    def _replay_ahead(self) -> None:
+        if self._state in _REFUSED:
+            self._ahead.clear()  # the server refused; it ignores what we sent early
+            self._predicted = None
+        while self._ahead and SENDER.get(self._state) is Role.CLIENT:
+            event = self._ahead.pop(0)
+            self._state = TRANSITIONS[(self._state, classify(event, self._command))]  # type: ignore[index]
+        if not self._ahead:
+            self._predicted = None
 
     # -- protocol hooks -------------------------------------------------------
 
@@ -117,6 +179,8 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
         elif isinstance(event, CommandRequest):
             self._command = event.command
         self._state = next_state
+        if self._ahead and role is self.their_role:
+            self._replay_ahead()
 
     def _check_offered(self, method: int) -> None:
         if method not in self._offered:

@@ -1,6 +1,7 @@
 """Hypothesis profiles: ``dev`` (default, quick) and ``ci`` (more examples).
 
-Select with ``HYPOTHESIS_PROFILE=ci``; .ci/run does.
+``ci`` is chosen when the CI environment variable is set (as in .ci/run), or
+explicitly with ``HYPOTHESIS_PROFILE``.
 """
 
 from __future__ import annotations
@@ -13,4 +14,4 @@ settings.register_profile("dev", max_examples=200, deadline=None)
 settings.register_profile(
     "ci", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

@@ -686,3 +686,65 @@ def test_ipv6_scope_is_dropped_on_the_wire() -> None:
     client = client_at(S.AWAIT_COMMAND)
     wire = client.send(CommandRequest(command=Command.CONNECT, address=address))
     assert wire == b"\x05\x01\x00\x04" + address.host.packed + b"\x00\x01"  # type: ignore[union-attr]
+
+
+# -- pipelining ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("auth", [False, True])
+@pytest.mark.parametrize("split", SPLITS)
+def test_pipelined_client_needs_one_round_trip(auth: bool, split: str) -> None:
+    client, server = Socks5Connection(CLIENT, pipelining=True), Socks5Connection(SERVER)
+    method = AuthMethod.USERNAME_PASSWORD if auth else AuthMethod.NO_AUTH
+    out = client.send(Greeting(methods=(method,)))
+    if auth:
+        out += client.send(UsernamePasswordRequest(username=b"u", password=b"p"))
+    request = CommandRequest(command=Command.CONNECT, address=Address("example.com", 443))
+    out += client.send(request)
+    server.receive_data(out + b"early")
+    back = b""
+    events_of(server)
+    back += server.send(MethodSelection(method=method))
+    if auth:
+        events_of(server)
+        back += server.send(UsernamePasswordReply(success=True))
+    assert events_of(server) == [request]
+    back += server.send(CommandReply(code=0, bound=Address("1.2.3.4", 5)))
+    got = feed(client, SPLITS[split](back + b"tunnel"))
+    assert got[-1] == CommandReply(code=0, bound=Address("1.2.3.4", 5))
+    assert client.state is S.TUNNEL
+    assert client.trailing_data == (b"tunnel", False)
+    assert server.trailing_data == (b"early", False)
+
+
+@pytest.mark.parametrize("refusal", [b"\x05\xff", b"\x05\x02\x01\x01"])
+def test_pipelined_client_handles_a_refusal(refusal: bytes) -> None:
+    client = Socks5Connection(CLIENT, pipelining=True)
+    client.send(Greeting(methods=(AuthMethod.USERNAME_PASSWORD,)))
+    client.send(UsernamePasswordRequest(username=b"u", password=b"p"))
+    client.send(CommandRequest(command=Command.CONNECT, address=Address("a", 1)))
+    client.receive_data(refusal)
+    events = events_of(client)
+    assert client.state is S.MUST_CLOSE
+    assert events[-1] in (MethodSelection(method=0xFF), UsernamePasswordReply(success=False))
+
+
+def test_pipelining_needs_a_single_method() -> None:
+    client = Socks5Connection(CLIENT, pipelining=True)
+    client.send(Greeting(methods=(0, 2)))
+    with pytest.raises(LocalProtocolError, match="exactly one method"):
+        client.send(CommandRequest(command=Command.CONNECT, address=Address("a", 1)))
+
+
+def test_pipelining_refuses_an_event_out_of_order() -> None:
+    client = Socks5Connection(CLIENT, pipelining=True)
+    client.send(Greeting(methods=(2,)))
+    with pytest.raises(LocalProtocolError, match="cannot be pipelined"):
+        client.send(CommandRequest(command=Command.CONNECT, address=Address("a", 1)))
+
+
+def test_without_pipelining_early_sending_is_refused() -> None:
+    client = Socks5Connection(CLIENT)
+    client.send(Greeting(methods=(0,)))
+    with pytest.raises(LocalProtocolError, match="not its turn"):
+        client.send(CommandRequest(command=Command.CONNECT, address=Address("a", 1)))

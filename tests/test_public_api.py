@@ -1,0 +1,87 @@
+"""The public surface: complete ``__all__``, final classes, frozen events, and no I/O in the core."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import json
+import subprocess
+import sys
+
+import attrs
+import pytest
+
+import socks_sansio
+
+IO_MODULES = ("socket", "select", "selectors", "asyncio", "trio", "ssl")
+
+
+def _loaded_after(statement: str) -> set[str]:
+    code = (
+        f"import sys, json; before = set(sys.modules); {statement}; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return set(json.loads(out.stdout))
+
+
+def test_the_core_imports_no_io_module() -> None:
+    baseline = set(json.loads(subprocess.run(
+        [sys.executable, "-I", "-c", "import sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout))
+    loaded = _loaded_after("import socks_sansio")
+    assert "socks_sansio" in loaded  # the measurement works
+    leaked = {m for m in loaded if m.split(".")[0] in IO_MODULES and m not in baseline}
+    assert not leaked, f"the pure core imported I/O modules: {sorted(leaked)}"
+
+
+def test_adapters_package_imports_no_backend() -> None:
+    loaded = _loaded_after("import socks_sansio.adapters")
+    assert not {m for m in loaded if m.split(".")[0] in ("asyncio", "trio")}
+
+
+def test_all_is_complete() -> None:
+    public = {name for name in dir(socks_sansio) if not name.startswith("_")}
+    assert set(socks_sansio.__all__) - {"__version__"} == public
+
+
+PUBLIC_CLASSES = [
+    obj for name in socks_sansio.__all__
+    if inspect.isclass(obj := getattr(socks_sansio, name))
+    and obj.__module__.startswith("socks_sansio")
+]
+
+
+@pytest.mark.parametrize("cls", [c for c in PUBLIC_CLASSES if attrs.has(c) or not issubclass(c, BaseException)],
+                         ids=lambda c: c.__name__)
+def test_public_classes_are_final(cls: type) -> None:
+    if issubclass(cls, enum.Enum):
+        return  # enums with members cannot be subclassed anyway
+    assert getattr(cls, "__final__", False), f"{cls.__name__} should be @typing.final"
+
+
+@pytest.mark.parametrize("cls", [c for c in PUBLIC_CLASSES if attrs.has(c)], ids=lambda c: c.__name__)
+def test_value_classes_are_frozen(cls: type) -> None:
+    params = cls.__attrs_attrs__  # type: ignore[attr-defined]
+    assert params is not None
+    assert cls.__setattr__ is not object.__setattr__, f"{cls.__name__} must be frozen"
+
+
+def test_errors_are_not_oserrors() -> None:
+    for name in socks_sansio.__all__:
+        obj = getattr(socks_sansio, name)
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            assert not issubclass(obj, OSError), name
+
+
+def test_protocol_error_is_abstract() -> None:
+    with pytest.raises(TypeError):
+        socks_sansio.ProtocolError("x")
+
+
+def test_public_callables_have_docstrings() -> None:
+    for name in socks_sansio.__all__:
+        obj = getattr(socks_sansio, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), f"{name} has no docstring"
