@@ -39,7 +39,8 @@ def _demo(target: str, username: str | None, password: str) -> int:
         wire = sender.send(event)
         receiver.receive_data(wire)
         received = receiver.next_event()
-        assert received == event and receiver.next_event() in (NEED_DATA, PAUSED)
+        if received != event or receiver.next_event() not in (NEED_DATA, PAUSED):
+            raise AssertionError(f"{event!r} was received as {received!r}")
         print(f"{sender.our_role.value:>6} -> {wire.hex(' ')}\n         {received!r}")
     print(f"state: client {client.state.name}, server {server.state.name}")
     return 0
