@@ -6,16 +6,55 @@ out, and send the bytes it gives you. See the README for the whole picture.
 
 from ._address import Address as Address
 from ._address import Host as Host
+from ._client_driver import ClientHandshake as ClientHandshake
+from ._client_driver import HandshakeStatus as HandshakeStatus
+from ._client_driver import needs_local_resolution as needs_local_resolution
 from ._codes import AddressType as AddressType
 from ._codes import AuthMethod as AuthMethod
 from ._codes import Command as Command
 from ._codes import ReplyCode as ReplyCode
 from ._codes import Socks4ReplyCode as Socks4ReplyCode
+from ._detect import MIN_DETECT_BYTES as MIN_DETECT_BYTES
+from ._detect import detect_protocol as detect_protocol
+from ._environment import NoProxy as NoProxy
+from ._environment import select_proxy as select_proxy
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
+from ._errors import ProxyAuthError as ProxyAuthError
+from ._errors import ProxyConnectionError as ProxyConnectionError
+from ._errors import ProxyError as ProxyError
+from ._errors import ProxyProtocolError as ProxyProtocolError
+from ._errors import ProxyRefusedError as ProxyRefusedError
+from ._errors import ProxyTimeoutError as ProxyTimeoutError
 from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._frames import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
+from ._frames import FRAME_HEADER_SIZE as FRAME_HEADER_SIZE
+from ._frames import Frame as Frame
+from ._frames import FrameDecoder as FrameDecoder
+from ._frames import encode_frame as encode_frame
+from ._http_connection import HttpConnectConnection as HttpConnectConnection
+from ._http_connection import HttpConnectState as HttpConnectState
+from ._http_events import ConnectRequest as ConnectRequest
+from ._http_events import ConnectResponse as ConnectResponse
+from ._http_events import HttpConnectEvent as HttpConnectEvent
+from ._http_events import proxy_basic_auth as proxy_basic_auth
+from ._proxy_url import DEFAULT_PORTS as DEFAULT_PORTS
+from ._proxy_url import ProxyProtocol as ProxyProtocol
+from ._proxy_url import ProxyURL as ProxyURL
 from ._rfc1929 import UsernamePasswordReply as UsernamePasswordReply
 from ._rfc1929 import UsernamePasswordRequest as UsernamePasswordRequest
+from ._server_driver import ClientClosed as ClientClosed
+from ._server_driver import CredentialsReceived as CredentialsReceived
+from ._server_driver import Failure as Failure
+from ._server_driver import ServerEvent as ServerEvent
+from ._server_driver import ServerHandshake as ServerHandshake
+from ._server_driver import ServerStatus as ServerStatus
+from ._server_driver import TunnelRequested as TunnelRequested
+from ._socks4 import Socks4Connection as Socks4Connection
+from ._socks4 import Socks4State as Socks4State
+from ._socks4_events import Socks4Event as Socks4Event
+from ._socks4_events import Socks4Reply as Socks4Reply
+from ._socks4_events import Socks4Request as Socks4Request
 from ._socks5_connection import Socks5Connection as Socks5Connection
 from ._socks5_events import UNSPECIFIED_ADDRESS as UNSPECIFIED_ADDRESS
 from ._socks5_events import CommandReply as CommandReply
@@ -25,6 +64,10 @@ from ._socks5_events import Greeting as Greeting
 from ._socks5_events import MethodSelection as MethodSelection
 from ._socks5_events import Socks5Event as Socks5Event
 from ._socks5_state import Socks5State as Socks5State
+from ._udp import MAX_UDP_HEADER_SIZE as MAX_UDP_HEADER_SIZE
+from ._udp import UdpDatagram as UdpDatagram
+from ._udp import encode_udp_datagram as encode_udp_datagram
+from ._udp import parse_udp_datagram as parse_udp_datagram
 from ._util import CLIENT as CLIENT
 from ._util import NEED_DATA as NEED_DATA
 from ._util import PAUSED as PAUSED
@@ -36,6 +79,11 @@ from ._version import __version__ as __version__
 
 __all__ = [
     "CLIENT",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_PORTS",
+    "FRAME_HEADER_SIZE",
+    "MAX_UDP_HEADER_SIZE",
+    "MIN_DETECT_BYTES",
     "NEED_DATA",
     "PAUSED",
     "SERVER",
@@ -43,25 +91,63 @@ __all__ = [
     "Address",
     "AddressType",
     "AuthMethod",
+    "ClientClosed",
+    "ClientHandshake",
     "Command",
     "CommandReply",
     "CommandRequest",
+    "ConnectRequest",
+    "ConnectResponse",
     "ConnectionClosed",
+    "CredentialsReceived",
+    "Failure",
+    "Frame",
+    "FrameDecoder",
     "Greeting",
+    "HandshakeStatus",
     "Host",
+    "HttpConnectConnection",
+    "HttpConnectEvent",
+    "HttpConnectState",
     "LocalProtocolError",
     "MethodSelection",
     "NeedData",
+    "NoProxy",
     "Paused",
     "ProtocolError",
+    "ProxyAuthError",
+    "ProxyConnectionError",
+    "ProxyError",
+    "ProxyProtocol",
+    "ProxyProtocolError",
+    "ProxyRefusedError",
+    "ProxyTimeoutError",
+    "ProxyURL",
     "RemoteProtocolError",
     "ReplyCode",
     "Role",
+    "ServerEvent",
+    "ServerHandshake",
+    "ServerStatus",
+    "Socks4Connection",
+    "Socks4Event",
+    "Socks4Reply",
     "Socks4ReplyCode",
+    "Socks4Request",
+    "Socks4State",
     "Socks5Connection",
     "Socks5Event",
     "Socks5State",
+    "TunnelRequested",
+    "UdpDatagram",
     "UsernamePasswordReply",
     "UsernamePasswordRequest",
     "__version__",
+    "detect_protocol",
+    "encode_frame",
+    "encode_udp_datagram",
+    "needs_local_resolution",
+    "parse_udp_datagram",
+    "proxy_basic_auth",
+    "select_proxy",
 ]

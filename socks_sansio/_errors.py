@@ -19,6 +19,12 @@ from typing import Any
 __all__ = [
     "LocalProtocolError",
     "ProtocolError",
+    "ProxyAuthError",
+    "ProxyConnectionError",
+    "ProxyError",
+    "ProxyProtocolError",
+    "ProxyRefusedError",
+    "ProxyTimeoutError",
     "RemoteProtocolError",
 ]
 
@@ -66,3 +72,73 @@ class RemoteProtocolError(ProtocolError):
     def __init__(self, message: str, *, reply_hint: Any = None) -> None:
         super().__init__(message)
         self.reply_hint = reply_hint
+
+
+class ProxyError(Exception):
+    """A proxy did not give us the tunnel we asked for.
+
+    The base of every error a handshake driver or adapter raises about the
+    proxy (not about our own misuse, which stays :class:`LocalProtocolError`).
+    Not an :class:`OSError`, so frameworks that swallow those will not hide it.
+
+    Attributes:
+        proxy: the proxy, as a URL without its password, when known.
+    """
+
+    def __init__(self, message: str, *, proxy: str | None = None) -> None:
+        super().__init__(message)
+        self.proxy = proxy
+
+    @property
+    def message(self) -> str:
+        """The human-readable explanation."""
+        return str(self.args[0])
+
+    def __str__(self) -> str:
+        return f"{self.message} (proxy {self.proxy})" if self.proxy else self.message
+
+
+class ProxyRefusedError(ProxyError):
+    """The proxy understood the request and refused it.
+
+    Attributes:
+        protocol: ``"socks5"``, ``"socks4"`` or ``"http"``.
+        code: the SOCKS5 REP, the SOCKS4 CD or the HTTP status code.
+    """
+
+    def __init__(self, message: str, *, protocol: str, code: int, proxy: str | None = None) -> None:
+        super().__init__(message, proxy=proxy)
+        self.protocol = protocol
+        self.code = code
+
+
+class ProxyAuthError(ProxyRefusedError):
+    """The proxy wants credentials we did not give, or refused the ones we gave.
+
+    Attributes:
+        challenges: an HTTP proxy's ``Proxy-Authenticate`` values (empty for SOCKS).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        protocol: str,
+        code: int,
+        challenges: tuple[bytes, ...] = (),
+        proxy: str | None = None,
+    ) -> None:
+        super().__init__(message, protocol=protocol, code=code, proxy=proxy)
+        self.challenges = challenges
+
+
+class ProxyProtocolError(ProxyError):
+    """The proxy broke the protocol (its :class:`RemoteProtocolError` is the ``__cause__``)."""
+
+
+class ProxyConnectionError(ProxyError):
+    """The proxy could not be reached, or closed the connection during the handshake."""
+
+
+class ProxyTimeoutError(ProxyError):
+    """The deadline passed before the tunnel was ready (connect, handshake and TLS included)."""

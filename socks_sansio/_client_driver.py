@@ -1,0 +1,340 @@
+"""The client handshake driver: the policy an adapter would otherwise repeat.
+
+Given a proxy and a target, :class:`ClientHandshake` knows what to send first,
+what to answer to each event, when the tunnel is up, and which error the
+handshake ended in. An adapter only moves bytes:
+
+    handshake = ClientHandshake(proxy, target)
+    send(handshake.data_to_send())
+    while not handshake.established:
+        handshake.receive_data(recv(handshake.read_size_hint))
+        send(handshake.data_to_send())
+    tunnel_bytes = handshake.trailing_data   # deliver these first
+
+Receiving can cause output (a SOCKS5 method selection is answered with
+credentials, a 407 with a retried request), so output is buffered and drained
+with :meth:`ClientHandshake.data_to_send` (the sans-I/O rule for protocols
+that answer without asking the application).
+
+A chain of proxies is one handshake per hop over the same byte stream: hop
+*i*'s target is hop *i+1*'s address, and the last hop's target is the real one.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, final
+
+from ._address import Address
+from ._codes import AuthMethod, Command, describe_socks4_reply
+from ._errors import (
+    LocalProtocolError,
+    ProxyAuthError,
+    ProxyConnectionError,
+    ProxyProtocolError,
+    ProxyRefusedError,
+    RemoteProtocolError,
+)
+from ._http_connection import HttpConnectConnection, HttpConnectState
+from ._http_events import ConnectRequest, ConnectResponse, proxy_basic_auth
+from ._proxy_url import ProxyProtocol, ProxyURL
+from ._rfc1929 import UsernamePasswordReply, UsernamePasswordRequest
+from ._socks4 import Socks4Connection, Socks4State
+from ._socks4_events import Socks4Reply, Socks4Request
+from ._socks5_connection import Socks5Connection
+from ._socks5_events import CommandReply, CommandRequest, ConnectionClosed, Greeting, MethodSelection
+from ._socks5_state import Socks5State
+from ._socks5_wire import describe_failed_reply
+from ._util import CLIENT, NEED_DATA, PAUSED
+
+__all__ = ["ClientHandshake", "HandshakeStatus", "needs_local_resolution"]
+
+
+class HandshakeStatus(enum.Enum):
+    """How far a :class:`ClientHandshake` has come."""
+
+    #: Still negotiating.
+    IN_PROGRESS = "IN_PROGRESS"
+    #: BIND: the proxy listens at ``bound``; the tunnel opens when a peer connects (second reply).
+    BIND_LISTENING = "BIND_LISTENING"
+    #: Done: the tunnel (CONNECT, BIND) or the UDP association is up.
+    ESTABLISHED = "ESTABLISHED"
+
+
+def needs_local_resolution(proxy: ProxyURL, target: Address) -> bool:
+    """Whether *target*'s name must be resolved by us before the handshake.
+
+    ``socks5://`` and ``socks4://`` resolve locally (as curl does); ``socks5h://``,
+    ``socks4a://`` and HTTP proxies let the proxy resolve.
+    """
+    return target.is_domain and not proxy.remote_dns
+
+
+_SOCKS5_ENDS: Final = {Socks5State.TUNNEL, Socks5State.ASSOCIATED}
+_SOCKS4_ENDS: Final = {Socks4State.TUNNEL}
+
+
+@final
+class ClientHandshake:
+    """Drive one proxy hop's client handshake, SOCKS5, SOCKS4/4a or HTTP CONNECT.
+
+    Args:
+        proxy: the proxy (its protocol, credentials and DNS choice).
+        target: where the tunnel should lead. For UDP ASSOCIATE, the address we
+            will send datagrams from (``0.0.0.0:0`` when not known).
+        command: CONNECT (every protocol), BIND (SOCKS), UDP ASSOCIATE (SOCKS5).
+        pipelined: SOCKS5 only; send greeting, credentials and request in one
+            write (one round trip instead of up to three). The greeting then
+            offers a single method, so a server that refuses it still gets a
+            clean refusal.
+        preemptive_auth: HTTP only; send ``Proxy-Authorization`` with the first
+            request (the default, as curl does). When false, credentials are sent
+            only in answer to a 407, on the same connection if the proxy keeps it.
+        lenient_auth_version: SOCKS5 only; accept an RFC 1929 reply with version 0x05.
+
+    Raises:
+        LocalProtocolError: an impossible combination (BIND through HTTP, an IPv6
+            target through SOCKS4, a domain target for a proxy URL that resolves
+            locally: see :func:`needs_local_resolution`).
+    """
+
+    __slots__ = (
+        "_auth_sent",
+        "_bind_peer",
+        "_bound",
+        "_command",
+        "_conn",
+        "_out",
+        "_preemptive_auth",
+        "_proxy",
+        "_status",
+        "_target",
+    )
+
+    def __init__(
+        self,
+        proxy: ProxyURL,
+        target: Address,
+        *,
+        command: Command = Command.CONNECT,
+        pipelined: bool = False,
+        preemptive_auth: bool = True,
+        lenient_auth_version: bool = False,
+    ) -> None:
+        if needs_local_resolution(proxy, target):
+            raise LocalProtocolError(
+                f"{proxy.scheme}:// proxies resolve names locally: resolve {target.host_str} first, "
+                f"or use {proxy.scheme}{'h' if proxy.scheme == 'socks5' else 'a'}:// to let the proxy resolve it"
+            )
+        self._proxy = proxy
+        self._target = target
+        self._command = command
+        self._preemptive_auth = preemptive_auth
+        self._status = HandshakeStatus.IN_PROGRESS
+        self._bound: Address | None = None
+        self._bind_peer: Address | None = None
+        self._auth_sent = False
+        self._conn: Socks5Connection | Socks4Connection | HttpConnectConnection
+        if proxy.protocol is ProxyProtocol.SOCKS5:
+            self._conn = Socks5Connection(CLIENT, lenient_auth_version=lenient_auth_version, pipelining=pipelined)
+            self._out = self._socks5_start(pipelined)
+        elif proxy.protocol is ProxyProtocol.SOCKS4:
+            if command not in (Command.CONNECT, Command.BIND):
+                raise LocalProtocolError(f"SOCKS4 has no {command.name}; only CONNECT and BIND")
+            self._conn = Socks4Connection(CLIENT)
+            self._out = self._conn.send(
+                Socks4Request(command=command, address=target, user_id=proxy.username or b"")
+            )
+        else:
+            if command is not Command.CONNECT:
+                raise LocalProtocolError(f"an HTTP proxy can only CONNECT, not {command.name}")
+            self._conn = HttpConnectConnection(CLIENT)
+            self._out = self._http_request(with_auth=preemptive_auth)
+
+    # -- what the adapter uses ----------------------------------------------------
+
+    @property
+    def proxy(self) -> ProxyURL:
+        """The proxy this hop talks to."""
+        return self._proxy
+
+    @property
+    def target(self) -> Address:
+        """The target of this hop's request."""
+        return self._target
+
+    @property
+    def status(self) -> HandshakeStatus:
+        """How far the handshake has come."""
+        return self._status
+
+    @property
+    def established(self) -> bool:
+        """True once the tunnel or association is up."""
+        return self._status is HandshakeStatus.ESTABLISHED
+
+    @property
+    def bound(self) -> Address | None:
+        """The proxy's reply address: CONNECT's outgoing address, BIND's listening
+        address (advertise it to the peer), UDP ASSOCIATE's relay address."""
+        return self._bound
+
+    @property
+    def bind_peer(self) -> Address | None:
+        """BIND: the peer that connected to the proxy (from the second reply)."""
+        return self._bind_peer
+
+    def data_to_send(self) -> bytes:
+        """The octets to write to the proxy now (possibly none); drains the buffer."""
+        out, self._out = self._out, b""
+        return out
+
+    @property
+    def read_size_hint(self) -> int:
+        """How many octets may be read now without reading past the handshake.
+
+        Never 0 while the handshake is in progress (at least 1), so it can be
+        passed to ``recv()`` directly; 0 once established.
+        """
+        if self.established:
+            return 0
+        return max(1, self._conn.read_size_hint)
+
+    @property
+    def trailing_data(self) -> tuple[bytes, bool]:
+        """``(bytes, eof)`` received after the final reply: the first tunnel bytes."""
+        return self._conn.trailing_data
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take octets from the proxy (``b""`` = it closed) and react to them.
+
+        Raises:
+            ProxyRefusedError: the proxy refused (reply code or HTTP status inside).
+            ProxyAuthError: credentials missing or refused.
+            ProxyProtocolError: the proxy broke the protocol.
+            ProxyConnectionError: the proxy closed the connection mid-handshake.
+        """
+        self._conn.receive_data(data)
+        while self._status is not HandshakeStatus.ESTABLISHED:
+            try:
+                event = self._conn.next_event()
+            except RemoteProtocolError as exc:
+                raise ProxyProtocolError(
+                    f"the {self._name} proxy broke the protocol: {exc.message}", proxy=self._proxy.redacted()
+                ) from exc
+            if event is NEED_DATA or event is PAUSED:
+                return
+            if isinstance(event, ConnectionClosed):
+                raise ProxyConnectionError(
+                    f"the {self._name} proxy closed the connection during the handshake",
+                    proxy=self._proxy.redacted(),
+                )
+            if isinstance(event, ConnectResponse):
+                self._http_react(event)
+            elif isinstance(event, Socks4Reply):
+                self._socks4_react(event)
+            else:
+                self._socks5_react(event)
+
+    # -- SOCKS5 -------------------------------------------------------------------------
+
+    @property
+    def _name(self) -> str:
+        return {ProxyProtocol.SOCKS5: "SOCKS5", ProxyProtocol.SOCKS4: "SOCKS4", ProxyProtocol.HTTP: "HTTP"}[
+            self._proxy.protocol
+        ]
+
+    def _socks5_start(self, pipelined: bool) -> bytes:
+        conn = self._conn
+        assert isinstance(conn, Socks5Connection)
+        credentials = self._proxy.username is not None
+        if pipelined:
+            method = AuthMethod.USERNAME_PASSWORD if credentials else AuthMethod.NO_AUTH
+            out = conn.send(Greeting(methods=(method,)))
+            if credentials:
+                out += conn.send(self._credentials())
+            return out + conn.send(CommandRequest(command=self._command, address=self._target))
+        methods = (AuthMethod.NO_AUTH, AuthMethod.USERNAME_PASSWORD) if credentials else (AuthMethod.NO_AUTH,)
+        return conn.send(Greeting(methods=methods))
+
+    def _credentials(self) -> UsernamePasswordRequest:
+        return UsernamePasswordRequest(username=self._proxy.username or b"", password=self._proxy.password or b"")
+
+    def _socks5_react(self, event: object) -> None:
+        conn = self._conn
+        assert isinstance(conn, Socks5Connection)
+        request = CommandRequest(command=self._command, address=self._target)
+        if isinstance(event, MethodSelection):
+            if event.method == AuthMethod.NO_ACCEPTABLE:
+                wanted = "credentials" if self._proxy.username is None else "a method we did not offer"
+                raise ProxyAuthError(
+                    f"the SOCKS5 proxy accepts none of the offered methods (it probably wants {wanted})",
+                    protocol="socks5", code=AuthMethod.NO_ACCEPTABLE, proxy=self._proxy.redacted(),
+                )
+            if conn.state is Socks5State.AWAIT_AUTH_REQUEST:
+                self._out += conn.send(self._credentials())
+            elif conn.state is Socks5State.AWAIT_COMMAND:
+                self._out += conn.send(request)
+        elif isinstance(event, UsernamePasswordReply):
+            if not event.success:
+                raise ProxyAuthError(
+                    "the SOCKS5 proxy rejected the username and password",
+                    protocol="socks5", code=1, proxy=self._proxy.redacted(),
+                )
+            if conn.state is Socks5State.AWAIT_COMMAND:
+                self._out += conn.send(request)
+        elif isinstance(event, CommandReply):
+            if not event.succeeded:
+                raise ProxyRefusedError(
+                    f"the SOCKS5 proxy refused {self._command.name} {self._target}: {describe_failed_reply(event)}",
+                    protocol="socks5", code=event.code, proxy=self._proxy.redacted(),
+                )
+            self._record(event.bound, conn.state in _SOCKS5_ENDS)
+
+    def _record(self, bound: Address, done: bool) -> None:
+        if self._status is HandshakeStatus.BIND_LISTENING:
+            self._bind_peer = bound
+        else:
+            self._bound = bound
+        self._status = HandshakeStatus.ESTABLISHED if done else HandshakeStatus.BIND_LISTENING
+
+    # -- SOCKS4 -------------------------------------------------------------------------
+
+    def _socks4_react(self, event: Socks4Reply) -> None:
+        if not event.granted:
+            raise ProxyRefusedError(
+                f"the SOCKS4 proxy refused {self._command.name} {self._target}: "
+                f"{describe_socks4_reply(event.code)} (CD {event.code})",
+                protocol="socks4", code=event.code, proxy=self._proxy.redacted(),
+            )
+        self._record(event.bound, self._conn.state in _SOCKS4_ENDS)
+
+    # -- HTTP CONNECT -------------------------------------------------------------------
+
+    def _http_request(self, *, with_auth: bool) -> bytes:
+        headers = []
+        if with_auth and self._proxy.username is not None:
+            headers.append(proxy_basic_auth(self._proxy.username, self._proxy.password or b""))
+            self._auth_sent = True
+        return self._conn.send(ConnectRequest(target=self._target, headers=tuple(headers)))  # type: ignore[arg-type]
+
+    def _http_react(self, event: ConnectResponse) -> None:
+        if event.succeeded:
+            self._status = HandshakeStatus.ESTABLISHED
+            return
+        if event.status_code == 407:
+            reusable = self._conn.state is HttpConnectState.AWAIT_REQUEST
+            if self._proxy.username is not None and not self._auth_sent and reusable:
+                self._out += self._http_request(with_auth=True)
+                return
+            why = "rejected the credentials" if self._auth_sent else "requires credentials"
+            raise ProxyAuthError(
+                f"the HTTP proxy {why} (407 {event.reason.decode('latin-1')})",
+                protocol="http", code=407, challenges=event.challenges, proxy=self._proxy.redacted(),
+            )
+        raise ProxyRefusedError(
+            f"the HTTP proxy refused CONNECT {self._target}: {event.status_code} {event.reason.decode('latin-1')}",
+            protocol="http", code=event.status_code, proxy=self._proxy.redacted(),
+        )
+
+

@@ -1,0 +1,344 @@
+"""Events of the HTTP CONNECT conversation (RFC 9110 §9.3.6, RFC 9112).
+
+Every event is an immutable, keyword-only value, validated on construction, so
+nothing illegal reaches the wire: CR, LF, NUL (and the other controls RFC 9110
+§5.5 leaves out of field values) are refused in every field, header names must
+be tokens (RFC 9110 §5.1), and the target must fit the authority form.
+
+The event a client passes to ``send()`` is exactly the event the server's
+``next_event()`` returns, and the other way round. To keep that true the
+constructors normalise once, identically on both sides:
+
+* header names and values accept ``str`` (encoded as UTF-8) or bytes and are
+  stored as bytes; names keep their case; values lose surrounding SP/HTAB
+  (that whitespace is not part of a field value, RFC 9110 §5.5);
+* :class:`ConnectRequest` adds ``Host: <authority>`` (first) when none is
+  given, and refuses a ``Host`` that names another authority;
+* :class:`ConnectResponse` adds ``Content-Length`` when a body is given, and an
+  empty reason becomes the standard phrase of the status (``200 OK``).
+
+Don't subclass these.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Final, final
+
+import attrs
+
+from ._address import Address
+from ._errors import LocalProtocolError
+from ._socks5_events import ConnectionClosed
+from ._validators import to_bytes
+
+__all__ = [
+    "ConnectRequest",
+    "ConnectResponse",
+    "Headers",
+    "HttpConnectEvent",
+    "content_length",
+    "proxy_basic_auth",
+]
+
+Headers = tuple[tuple[bytes, bytes], ...]
+"""Header fields in order, as ``(name, value)`` octets."""
+
+HeadersInput = Iterable[tuple[str | bytes, str | bytes]]
+
+# token = 1*tchar (RFC 9110 §5.6.2).
+TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# field-value characters: field-vchar / SP / HTAB (RFC 9110 §5.5), obs-text included.
+# The reason-phrase allows the same set (RFC 9112 §4).
+FIELD_TEXT: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+# HTTP-version = HTTP-name "/" DIGIT "." DIGIT (RFC 9112 §2.3); only 1.x is spoken here.
+VERSION: Final = re.compile(rb"1\.[0-9]")
+# reg-name = *( unreserved / pct-encoded / sub-delims ) (RFC 3986 §3.2.2).
+_REG_NAME: Final = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
+_OWS: Final = b" \t"
+
+
+def _control_problem(value: bytes) -> str:
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        return "contains CR, LF or NUL (refused: that would inject header lines)"
+    return "contains a control character other than HTAB (RFC 9110 §5.5)"
+
+
+def _headers(value: HeadersInput) -> Headers:
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        raise TypeError("headers must be a sequence of (name, value) pairs, not a string")
+    out = []
+    for item in value:
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise TypeError(f"each header must be a (name, value) pair, not {item!r}")
+        name, field = to_bytes(item[0]), to_bytes(item[1]).strip(_OWS)
+        if not TOKEN.fullmatch(name):
+            raise LocalProtocolError(f"header name {name!r} is not a token (RFC 9110 §5.1)")
+        if not FIELD_TEXT.fullmatch(field):
+            raise LocalProtocolError(f"value of header {name!r} {_control_problem(field)}")
+        out.append((name, field))
+    return tuple(out)
+
+
+def _version(value: str | bytes) -> bytes:
+    version = to_bytes(value)
+    if not VERSION.fullmatch(version):
+        raise LocalProtocolError(f"http_version must be b'1.0' or b'1.1' (HTTP/1.x), got {version!r}")
+    return version
+
+
+def _get_all(headers: Headers, name: str | bytes) -> tuple[bytes, ...]:
+    wanted = to_bytes(name).lower()
+    return tuple(value for key, value in headers if key.lower() == wanted)
+
+
+def content_length(headers: Headers) -> int | None:
+    """The body length the ``Content-Length`` fields declare, or ``None``.
+
+    ``None`` when there is no such field, or when any is not ``1*DIGIT`` or they
+    disagree (RFC 9110 §8.6); absurd lengths (over 18 digits) count as invalid.
+    """
+    values = _get_all(headers, b"content-length")
+    if not values:
+        return None
+    first = values[0]
+    if any(v != first for v in values) or not first.isdigit() or len(first) > 18:
+        return None
+    return int(first)
+
+
+def _target(value: Address | str | bytes) -> Address:
+    if isinstance(value, str | bytes):
+        value = Address.parse_authority(value)
+    if not isinstance(value, Address):
+        raise TypeError(f"target must be an Address or an authority string, not {type(value).__name__}")
+    host = value.host
+    if isinstance(host, ipaddress.IPv6Address) and host.scope_id:
+        raise LocalProtocolError(f"the scoped IPv6 address {host} cannot be a CONNECT target")
+    if isinstance(host, bytes) and not _REG_NAME.fullmatch(host):
+        raise LocalProtocolError(
+            f"domain {host!r} holds octets not allowed in an authority (RFC 3986 §3.2.2 reg-name)"
+        )
+    if value.port == 0:
+        raise LocalProtocolError("the CONNECT target needs a port in 1..65535, got 0 (RFC 9110 §9.3.6)")
+    # Re-read our own authority so the value is what a server will parse
+    # (a domain b"127.0.0.1" becomes the IPv4 address it spells).
+    return Address.parse_authority(value.authority)
+
+
+def _same_authority(value: bytes, target: Address) -> bool:
+    try:
+        other = Address.parse_authority(value)
+    except LocalProtocolError:
+        return False
+    if isinstance(other.host, bytes) and isinstance(target.host, bytes):
+        return other.host.lower() == target.host.lower() and other.port == target.port
+    return other == target
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ConnectRequest:
+    """Client → proxy: open a tunnel to *target* (RFC 9110 §9.3.6).
+
+    Sent as ``CONNECT host:port HTTP/1.1`` (authority form, IPv6 bracketed) with
+    the headers. When *headers* hold no ``Host``, ``Host: host:port`` is added as
+    the first header (an HTTP/1.0 request received without one gets it too).
+
+    Args:
+        target: an :class:`Address` with a port in 1..65535, or an authority string
+            such as ``"example.com:443"`` or ``"[::1]:443"``. A domain may only hold
+            reg-name characters (RFC 3986 §3.2.2).
+        headers: ``(name, value)`` pairs, ``str`` (UTF-8) or bytes; see
+            :func:`proxy_basic_auth` for credentials.
+        http_version: ``b"1.1"`` (default) or ``b"1.0"``.
+
+    Raises:
+        LocalProtocolError: a control character in a field, a name that is not a
+            token, port 0, more than one ``Host`` or one naming another authority.
+    """
+
+    target: Address = attrs.field(converter=_target)
+    headers: Headers = attrs.field(default=(), converter=_headers)
+    http_version: bytes = attrs.field(default=b"1.1", converter=_version)
+
+    def __attrs_post_init__(self) -> None:
+        hosts = self.get_all(b"host")
+        if len(hosts) > 1:
+            raise LocalProtocolError(f"a request carries one Host header, got {len(hosts)} (RFC 9112 §3.2)")
+        if not hosts:
+            host = (b"Host", self.target.authority.encode("ascii"))
+            object.__setattr__(self, "headers", (host, *self.headers))
+        elif not _same_authority(hosts[0], self.target):
+            raise LocalProtocolError(
+                f"Host {hosts[0]!r} does not name the CONNECT target {self.target.authority} "
+                "(they must be equal, port included)"
+            )
+
+    def get(self, name: str | bytes) -> bytes | None:
+        """The first value of header *name* (any case), or ``None``."""
+        values = self.get_all(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str | bytes) -> tuple[bytes, ...]:
+        """Every value of header *name* (any case), in order."""
+        return _get_all(self.headers, name)
+
+    @property
+    def basic_credentials(self) -> tuple[bytes, bytes] | None:
+        """``(username, password)`` from a Basic ``Proxy-Authorization``, else ``None``.
+
+        ``None`` as well when the header is malformed (not base64, no ``:``).
+        """
+        value = self.get(b"proxy-authorization")
+        if value is None:
+            return None
+        scheme, _, token = value.partition(b" ")
+        if scheme.lower() != b"basic":
+            return None
+        try:
+            decoded = base64.b64decode(token.strip(_OWS), validate=True)
+        except binascii.Error:
+            return None
+        username, colon, password = decoded.partition(b":")
+        return (username, password) if colon else None
+
+
+def _status(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"status_code must be int, not {type(value).__name__}")
+    if not 100 <= value <= 599:
+        raise LocalProtocolError(f"status_code must be in 100..599 (RFC 9110 §15), got {value}")
+    return int(value)
+
+
+def _reason(value: str | bytes) -> bytes:
+    reason = to_bytes(value)
+    if not FIELD_TEXT.fullmatch(reason):
+        raise LocalProtocolError(f"reason {reason!r} {_control_problem(reason)}")
+    return reason
+
+
+def _has_no_content(status: int) -> bool:
+    """1xx, 204, 304 never have content (RFC 9110 §6.4.1); a 2xx to CONNECT opens the tunnel."""
+    return status < 300 or status in (204, 304)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ConnectResponse:
+    """Proxy → client: the answer to a :class:`ConnectRequest` (RFC 9110 §9.3.6).
+
+    Any 2xx opens the tunnel. A 1xx is interim: the final response follows. Any
+    other status refuses; a 407 carries ``Proxy-Authenticate`` challenges
+    (:attr:`challenges`). A refusal's *body* is sent with a ``Content-Length``
+    (added when absent). A refusal received with a ``Content-Length`` is read
+    whole (up to the connection's ``max_body_size``) into *body*; an unframed or
+    larger body is left in ``trailing_data`` and *body* is empty.
+
+    To keep the connection for a retry (for example answering a 407 with
+    credentials), a refusal must be framed: give a body, or an explicit
+    ``Content-Length: 0``. Without one, the body ends when the connection does
+    (RFC 9112 §6.3), so both ends must close.
+
+    Args:
+        status_code: 100 to 599. 101 is refused when sent or received (a CONNECT is
+            not upgraded).
+        reason: the reason phrase; empty means the standard phrase of the code
+            (``b"OK"`` for 200), or stays empty for codes without one.
+        headers: ``(name, value)`` pairs, ``str`` (UTF-8) or bytes.
+        body: the content of a refusal; not allowed on 1xx, 2xx, 204, 304.
+        http_version: ``b"1.1"`` (default) or ``b"1.0"``.
+
+    Raises:
+        LocalProtocolError: a field out of range or holding control characters, a
+            body where none is allowed, a ``Content-Length`` that disagrees with a
+            non-empty body, a body with ``Transfer-Encoding``.
+    """
+
+    status_code: int = attrs.field(converter=_status)
+    reason: bytes = attrs.field(default=b"", converter=_reason)
+    headers: Headers = attrs.field(default=(), converter=_headers)
+    body: bytes = attrs.field(default=b"", converter=to_bytes, repr=lambda b: f"<{len(b)} octets>")
+    http_version: bytes = attrs.field(default=b"1.1", converter=_version)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.reason:
+            try:
+                phrase = http.HTTPStatus(self.status_code).phrase.encode("ascii")
+            except ValueError:
+                phrase = b""
+            object.__setattr__(self, "reason", phrase)
+        if not self.body:
+            return
+        if _has_no_content(self.status_code):
+            raise LocalProtocolError(f"a {self.status_code} response has no body (RFC 9110 §6.4.1, §9.3.6)")
+        if self.get_all(b"transfer-encoding"):
+            raise LocalProtocolError("a body is sent with Content-Length; remove Transfer-Encoding")
+        if not self.get_all(b"content-length"):
+            object.__setattr__(self, "headers", (*self.headers, (b"Content-Length", b"%d" % len(self.body))))
+        elif content_length(self.headers) != len(self.body):
+            raise LocalProtocolError(
+                f"Content-Length {self.get_all(b'content-length')!r} disagrees with the body of "
+                f"{len(self.body)} octets"
+            )
+
+    def get(self, name: str | bytes) -> bytes | None:
+        """The first value of header *name* (any case), or ``None``."""
+        values = self.get_all(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str | bytes) -> tuple[bytes, ...]:
+        """Every value of header *name* (any case), in order."""
+        return _get_all(self.headers, name)
+
+    @property
+    def succeeded(self) -> bool:
+        """True for a 2xx: the tunnel is open."""
+        return 200 <= self.status_code <= 299
+
+    @property
+    def is_interim(self) -> bool:
+        """True for a 1xx: the final response is still to come."""
+        return self.status_code <= 199
+
+    @property
+    def challenges(self) -> tuple[bytes, ...]:
+        """Every ``Proxy-Authenticate`` value (RFC 9110 §11.7.1), as received.
+
+        One header value may hold several comma-separated challenges; they are not
+        split here.
+        """
+        return self.get_all(b"proxy-authenticate")
+
+
+HttpConnectEvent = ConnectRequest | ConnectResponse | ConnectionClosed
+"""Every event an :class:`HttpConnectConnection` sends or receives."""
+
+
+def proxy_basic_auth(username: str | bytes, password: str | bytes) -> tuple[bytes, bytes]:
+    """The ``Proxy-Authorization`` header for Basic authentication (RFC 7617, RFC 9110 §11.7.2).
+
+    ``str`` arguments are encoded as UTF-8 (the ``charset="UTF-8"`` of RFC 7617
+    §2.1); pass bytes for any other encoding.
+
+    Returns:
+        ``(b"Proxy-Authorization", b"Basic " + base64(username ":" password))``,
+        ready to put in :class:`ConnectRequest` headers.
+
+    Raises:
+        LocalProtocolError: the username holds ``:`` or either holds a control
+            character (RFC 7617 §2).
+    """
+    user, secret = to_bytes(username), to_bytes(password)
+    if b":" in user:
+        raise LocalProtocolError("a Basic username cannot contain ':' (RFC 7617 §2)")
+    for what, value in (("username", user), ("password", secret)):
+        if any(octet < 0x20 or octet == 0x7F for octet in value):
+            raise LocalProtocolError(f"the Basic {what} holds a control character (RFC 7617 §2)")
+    return b"Proxy-Authorization", b"Basic " + base64.b64encode(user + b":" + secret)
