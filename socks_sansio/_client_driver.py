@@ -322,6 +322,12 @@ class ClientHandshake:
         if event.succeeded:
             self._status = HandshakeStatus.ESTABLISHED
             return
+        if event.status_code == 401 and self._auth_sent:
+            # Some proxies (tinyproxy) answer wrong proxy credentials with 401, not 407.
+            raise ProxyAuthError(
+                f"the HTTP proxy rejected the credentials (401 {event.reason.decode('latin-1')})",
+                protocol="http", code=401, challenges=event.get_all("WWW-Authenticate"), proxy=self._proxy.redacted(),
+            )
         if event.status_code == 407:
             reusable = self._conn.state is HttpConnectState.AWAIT_REQUEST
             if self._proxy.username is not None and not self._auth_sent and reusable:

@@ -325,7 +325,7 @@ class ServerHandshake:
             if self._auth_required and not self._allow_socks4:
                 self._finish_refusal(Failure.NOT_ALLOWED)
                 return None
-            self._username = event.user_id
+            self._username = event.user_id or None
             return self._requested(event.command, event.address)
         assert isinstance(event, ConnectRequest)
         return self._http_request(event)
