@@ -1,0 +1,155 @@
+"""What the three backends share. Imports no I/O backend (asyncio, trio, socket, ssl).
+
+Everything protocol-related lives in the pure core (the :class:`ClientHandshake`
+driver); this module only holds what is about *connecting* and is the same on
+every backend: turning the ``proxy=`` argument into hops, the deadline, the
+connection report, and the logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Final, final
+
+import attrs
+
+from socks_sansio import (
+    Address,
+    ClientHandshake,
+    Command,
+    ProxyProtocol,
+    ProxyTimeoutError,
+    ProxyURL,
+    select_proxy,
+)
+
+__all__ = [
+    "DEFAULT_RECV_SIZE",
+    "ConnectionInfo",
+    "Deadline",
+    "Hop",
+    "ProxySpec",
+    "describe_target",
+    "logger",
+    "plan_hops",
+    "proxies_from_environment",
+    "to_proxies",
+]
+
+logger: Final = logging.getLogger("socks_sansio.adapters")
+"""Every handshake step is logged here at DEBUG level, never with a password."""
+
+DEFAULT_RECV_SIZE: Final = 65536
+
+ProxySpec = str | ProxyURL
+"""A proxy as a URL string (``socks5h://user:pass@host:1080``) or a parsed :class:`ProxyURL`."""
+
+
+def to_proxies(proxy: ProxySpec | Sequence[ProxySpec] | None) -> list[ProxyURL]:
+    """The ``proxy=`` argument as a list of hops, first hop first (empty: connect directly)."""
+    if proxy is None:
+        return []
+    if isinstance(proxy, str | ProxyURL):
+        proxy = [proxy]
+    return [p if isinstance(p, ProxyURL) else ProxyURL.parse(p) for p in proxy]
+
+
+def proxies_from_environment(scheme: str, host: str, port: int, environ: Mapping[str, str]) -> list[ProxyURL]:
+    """The proxy the environment names for this target (``ALL_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``…), if any."""
+    selected = select_proxy(scheme, host, port, environ=environ)
+    return [] if selected is None else [selected]
+
+
+@final
+@attrs.frozen
+class Hop:
+    """One proxy of a chain and the target its handshake asks for (the next hop, or the real target)."""
+
+    proxy: ProxyURL
+    target: Address
+
+    def handshake(self, *, command: Command = Command.CONNECT, pipelined: bool = False) -> ClientHandshake:
+        """A fresh client driver for this hop."""
+        return ClientHandshake(self.proxy, self.target, command=command, pipelined=pipelined)
+
+    @property
+    def needs_tls(self) -> bool:
+        """Whether this proxy is spoken to over TLS (``https://``)."""
+        return self.proxy.tls
+
+    def describe(self) -> str:
+        """``socks5h://host:1080`` (no password), for logs and errors."""
+        return self.proxy.redacted()
+
+
+def plan_hops(proxies: Sequence[ProxyURL], target: Address) -> list[Hop]:
+    """Pair each proxy with what it must connect to: hop *i* leads to proxy *i+1*, the last to *target*."""
+    hops = []
+    for i, proxy in enumerate(proxies):
+        hop_target = proxies[i + 1].address if i + 1 < len(proxies) else target
+        hops.append(Hop(proxy, hop_target))
+    return hops
+
+
+@final
+class Deadline:
+    """One deadline for a whole call: TCP connect, every handshake step, and TLS.
+
+    Args:
+        timeout: seconds from now, or ``None`` for no deadline.
+    """
+
+    __slots__ = ("_at", "timeout")
+
+    def __init__(self, timeout: float | None) -> None:
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
+        self.timeout = timeout
+        self._at = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        """Seconds left (never negative), or ``None`` without a deadline."""
+        if self._at is None:
+            return None
+        return max(0.0, self._at - time.monotonic())
+
+    def expired_error(self, what: str, proxy: str | None = None) -> ProxyTimeoutError:
+        """The error to raise when the deadline passed during *what*."""
+        return ProxyTimeoutError(f"timed out after {self.timeout} s during {what}", proxy=proxy)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ConnectionInfo:
+    """What a connection through proxies went through, for logs and diagnostics.
+
+    Attributes:
+        proxies: each hop as a URL without its password, first hop first.
+        target: the final destination.
+        protocol: the protocol of the last hop (``None`` when connected directly).
+        bound: the last proxy's reply address (its outgoing address for CONNECT).
+        tls: whether TLS runs end to end with the target.
+        connect_time: seconds to open the TCP connection to the first hop.
+        handshake_time: seconds spent in proxy handshakes (all hops).
+        tls_time: seconds spent in TLS handshakes (proxies and target).
+        total_time: seconds from the call to the usable connection.
+    """
+
+    proxies: tuple[str, ...]
+    target: Address
+    protocol: ProxyProtocol | None
+    bound: Address | None
+    tls: bool
+    connect_time: float
+    handshake_time: float
+    tls_time: float
+    total_time: float
+
+
+def describe_target(host: str | bytes, port: int) -> Address:
+    """The target as an :class:`Address` (IP literals become addresses)."""
+    return Address(host, port)
+
+
