@@ -24,7 +24,6 @@ from ._rfc1929 import UsernamePasswordReply, UsernamePasswordRequest, encode_aut
 from ._socks5_events import (
     CommandReply,
     CommandRequest,
-    ConnectionClosed,
     Greeting,
     MethodSelection,
     Socks5Event,
@@ -212,7 +211,7 @@ def describe_failed_reply(reply: CommandReply) -> str:
 
 
 def encode_event(event: Socks5Event) -> bytes:
-    """The octets that carry *event* (``b""`` for :class:`ConnectionClosed`)."""
+    """The octets that carry *event* (:class:`ConnectionClosed` has none; ``send()`` handles it)."""
     if isinstance(event, Greeting):
         return bytes((SOCKS5_VERSION, len(event.methods), *event.methods))
     if isinstance(event, MethodSelection):
@@ -225,7 +224,5 @@ def encode_event(event: Socks5Event) -> bytes:
         return bytes((SOCKS5_VERSION, event.command, 0)) + encode_address(event.address)
     if isinstance(event, CommandReply):
         return bytes((SOCKS5_VERSION, event.code, 0)) + encode_address(event.bound)
-    if isinstance(event, ConnectionClosed):
-        return b""
-    raise TypeError(f"not a SOCKS5 event: {event!r}")
+    raise TypeError(f"not an encodable SOCKS5 event: {event!r}")
 

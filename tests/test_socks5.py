@@ -748,3 +748,32 @@ def test_without_pipelining_early_sending_is_refused() -> None:
     client.send(Greeting(methods=(0,)))
     with pytest.raises(LocalProtocolError, match="not its turn"):
         client.send(CommandRequest(command=Command.CONNECT, address=Address("a", 1)))
+
+
+def test_reply_with_bad_reserved_octet_is_an_error() -> None:
+    client = client_at(S.AWAIT_REPLY)
+    client.receive_data(b"\x05\x00\x01")
+    with pytest.raises(RemoteProtocolError, match="reserved octet of the reply"):
+        client.next_event()
+
+
+def test_sending_a_non_event_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="not a SOCKS5 event"):
+        Socks5Connection(CLIENT).send("hello")  # type: ignore[arg-type]
+
+
+def test_pipelining_the_request_while_awaiting_the_auth_reply() -> None:
+    client = Socks5Connection(CLIENT, pipelining=True)
+    client.send(Greeting(methods=(0, 2)))  # two methods: must wait for the selection
+    client.receive_data(b"\x05\x02")
+    assert events_of(client) == [MethodSelection(method=2)]
+    assert client.method == AuthMethod.USERNAME_PASSWORD
+    client.send(UsernamePasswordRequest(username=b"u", password=b"p"))
+    client.send(CommandRequest(command=Command.BIND, address=Address("a", 1)))  # before the auth reply
+    assert client.command is Command.BIND
+    client.receive_data(b"\x01\x00\x05\x00\x00\x01\x01\x02\x03\x04\x00\x05")
+    assert events_of(client) == [
+        UsernamePasswordReply(success=True),
+        CommandReply(code=0, bound=Address("1.2.3.4", 5)),
+    ]
+    assert client.state is S.AWAIT_BIND_PEER
