@@ -1,5 +1,5 @@
-"""``python -m socks_sansio``: the same as the ``socks-sansio`` command."""
+"""``python -m socks_sansio``: the same as the ``socks-sansio`` command (which lives with the adapters)."""
 
-from ._cli import main
+from socks_sansio.adapters.cli import main
 
 raise SystemExit(main())

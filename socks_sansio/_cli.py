@@ -1,13 +1,10 @@
-"""The ``socks-sansio`` command line.
+"""``socks-sansio demo``: a SOCKS5 client and server machine run against each other in memory.
 
-``demo`` runs a SOCKS5 client and server machine against each other in memory
-and prints every message and the octets that carry it.
+It prints every message and the octets that carry it. The rest of the command
+line (``serve``, ``connect``) does I/O, so it lives in ``socks_sansio.adapters.cli``.
 """
 
 from __future__ import annotations
-
-import argparse
-from collections.abc import Sequence
 
 from ._address import Address
 from ._codes import AuthMethod, Command
@@ -15,10 +12,10 @@ from ._rfc1929 import UsernamePasswordReply, UsernamePasswordRequest
 from ._socks5_connection import Socks5Connection
 from ._socks5_events import CommandReply, CommandRequest, Greeting, MethodSelection, Socks5Event
 from ._util import CLIENT, NEED_DATA, PAUSED, SERVER
-from ._version import __version__
 
 
-def _demo(target: str, username: str | None, password: str) -> int:
+def demo(target: str, username: str | None, password: str) -> int:
+    """Print a whole SOCKS5 handshake to *target*; returns the exit status."""
     client, server = Socks5Connection(CLIENT), Socks5Connection(SERVER)
     method = AuthMethod.USERNAME_PASSWORD if username else AuthMethod.NO_AUTH
     script: list[tuple[Socks5Connection, Socks5Event]] = [
@@ -44,16 +41,3 @@ def _demo(target: str, username: str | None, password: str) -> int:
         print(f"{sender.our_role.value:>6} -> {wire.hex(' ')}\n         {received!r}")
     print(f"state: client {client.state.name}, server {server.state.name}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="socks-sansio", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"socks-sansio {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="show a SOCKS5 handshake between two in-memory machines")
-    demo.add_argument("target", nargs="?", default="example.com:443", help="host:port to CONNECT to")
-    demo.add_argument("--user", help="authenticate with RFC 1929 as this user")
-    demo.add_argument("--password", default="", help="password for --user")
-    args = parser.parse_args(argv)
-    return _demo(args.target, args.user, args.password)

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from socks_sansio._cli import main
+from socks_sansio.adapters.cli import main
 
 
 def test_demo_prints_a_whole_handshake(capsys: pytest.CaptureFixture[str]) -> None:

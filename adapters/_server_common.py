@@ -1,0 +1,170 @@
+"""What the asyncio and trio proxy servers share; imports no I/O backend.
+
+The protocol work is the core's :class:`ServerHandshake`; the decisions are
+the core's :class:`UserDatabase` and :class:`AccessPolicy`. This module holds
+the server's settings, its counters, how a failed dial maps to a reply, and
+the one log line written per tunnel.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+from collections import Counter
+from typing import Final, final
+
+import attrs
+
+from socks_sansio import Address, Failure, ProxyProtocol, ServerHandshake
+from socks_sansio._policy import AccessPolicy, UserDatabase
+
+__all__ = ["ServerConfig", "ServerStats", "failure_for", "format_tunnel", "listen_address", "server_logger"]
+
+server_logger: Final = logging.getLogger("socks_sansio.server")
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all of 127.0.0.1) as ``(host, port)``."""
+    if text.startswith(":"):
+        text = "127.0.0.1" + text
+    address = Address.parse_authority(text)
+    return address.host_str, address.port
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Everything ``socks-sansio serve`` can be told. Times are seconds.
+
+    Raises:
+        ValueError: listening beyond loopback with no authentication and without
+            ``allow_open_relay`` (an accidental open proxy), or a bad limit.
+    """
+
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 1080),)
+    protocols: frozenset[ProxyProtocol] = frozenset(ProxyProtocol)
+    users: UserDatabase | None = None
+    allow_socks4_without_auth: bool = False
+    policy: AccessPolicy = attrs.field(factory=AccessPolicy)
+    allow_open_relay: bool = False
+    negotiation_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    bind_timeout: float = 60.0
+    max_clients: int = 1024
+    backlog: int = 1024
+    buffer_size: int = 256 * 1024
+    shutdown_grace: float = 10.0
+    stats_interval: float = 0.0
+    realm: str = "socks-sansio"
+    reuse_port: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if not self.listen:
+            raise ValueError("at least one listen address is needed")
+        exposed = [f"{h}:{p}" for h, p in self.listen if not _is_loopback(h)]
+        if exposed and self.users is None and not self.allow_open_relay:
+            raise ValueError(
+                f"listening on {', '.join(exposed)} without authentication would make an open proxy; "
+                "add --auth/--auth-file, or --allow-open-relay if that is really what you want"
+            )
+        if self.max_clients < 1 or self.backlog < 1 or self.buffer_size < 1024:
+            raise ValueError("max_clients and backlog must be >= 1, buffer_size >= 1024")
+        for name in ("negotiation_timeout", "connect_timeout", "idle_timeout", "bind_timeout", "shutdown_grace"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+
+    def handshake(self) -> ServerHandshake:
+        """A fresh server driver with this configuration's policy."""
+        return ServerHandshake(
+            protocols=self.protocols,
+            auth_required=self.users is not None,
+            allow_socks4_without_auth=self.allow_socks4_without_auth,
+            realm=self.realm,
+        )
+
+    def check_credentials(self, username: bytes, password: bytes) -> bool:
+        """Whether the user list accepts these credentials (any, when there is no list)."""
+        return self.users is None or self.users.check(username, password)
+
+
+_ERRNO_FAILURES: Final = {
+    errno.ECONNREFUSED: Failure.CONNECTION_REFUSED,
+    errno.ENETUNREACH: Failure.NETWORK_UNREACHABLE,
+    errno.ENETDOWN: Failure.NETWORK_UNREACHABLE,
+    errno.EHOSTUNREACH: Failure.HOST_UNREACHABLE,
+    errno.EHOSTDOWN: Failure.HOST_UNREACHABLE,
+    errno.EADDRNOTAVAIL: Failure.HOST_UNREACHABLE,
+    errno.ETIMEDOUT: Failure.TIMED_OUT,
+    errno.EAFNOSUPPORT: Failure.ADDRESS_TYPE_NOT_SUPPORTED,
+}
+
+
+def failure_for(exc: BaseException) -> Failure:
+    """The reply for a dial that raised *exc* (time-outs map to TIMED_OUT)."""
+    if isinstance(exc, TimeoutError):
+        return Failure.TIMED_OUT
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _ERRNO_FAILURES.get(exc.errno, Failure.GENERAL_FAILURE)
+    return Failure.GENERAL_FAILURE
+
+
+@final
+class ServerStats:
+    """Counters readable while the server runs (and logged with ``stats_interval``)."""
+
+    __slots__ = ("active", "bytes_down", "bytes_up", "failures", "tunnels")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.tunnels: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def snapshot(self) -> dict[str, object]:
+        """The counters as a plain dict."""
+        return {
+            "active": self.active,
+            "tunnels": dict(self.tunnels),
+            "failures": dict(self.failures),
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+        }
+
+    def line(self) -> str:
+        """One log line."""
+        tunnels = sum(self.tunnels.values())
+        failures = ", ".join(f"{k}={v}" for k, v in sorted(self.failures.items())) or "none"
+        return (
+            f"stats: active={self.active} tunnels={tunnels} up={self.bytes_up} down={self.bytes_down} "
+            f"failures: {failures}"
+        )
+
+
+def format_tunnel(
+    *,
+    client: str,
+    user: bytes | None,
+    protocol: ProxyProtocol | None,
+    command: str,
+    target: Address | None,
+    up: int,
+    down: int,
+    duration: float,
+    outcome: str,
+) -> str:
+    """The one line logged per connection. Never includes a password."""
+    name = user.decode("utf-8", "backslashreplace") if user else "-"
+    return (
+        f"{client} user={name} proto={protocol.name.lower() if protocol else '-'} cmd={command} "
+        f"target={target if target is not None else '-'} up={up} down={down} time={duration:.3f}s outcome={outcome}"
+    )

@@ -1,0 +1,517 @@
+"""The proxy server on asyncio: SOCKS5, SOCKS4/4a and HTTP CONNECT on one port.
+
+Each client connection runs the core's :class:`ServerHandshake` in the usual
+loop (read, ``next_event``, write ``data_to_send``). The only decisions made
+here are I/O ones: dial the target (after the access rules allowed it, by
+name and by every resolved address), listen for BIND, relay UDP, and copy
+bytes both ways. A success reply is written only after the dial succeeded.
+
+The relay copies each direction independently and passes half-close through:
+when one side sends EOF, the other side's write half is shut down, and the
+tunnel ends when both directions are done (or on error, or when idle for
+``idle_timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from socks_sansio import (
+    NEED_DATA,
+    PAUSED,
+    Address,
+    ClientClosed,
+    Command,
+    CredentialsReceived,
+    Failure,
+    RemoteProtocolError,
+    ServerHandshake,
+    TunnelRequested,
+    UdpDatagram,
+    encode_udp_datagram,
+    parse_udp_datagram,
+)
+
+from ._server_common import ServerConfig, ServerStats, failure_for, format_tunnel, server_logger
+
+__all__ = ["ProxyServer", "serve"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_READ: Final = 65536
+
+
+class _Refused(Exception):
+    """A request ended with a refusal already sent; carries the outcome for the log."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class ProxyServer:
+    """A running (or ready to run) proxy server.
+
+    Use ``async with ProxyServer(config) as server:`` (or :meth:`start` and
+    :meth:`aclose`); :attr:`addresses` are the bound addresses (useful with port 0).
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.stats = ServerStats()
+        self.addresses: list[tuple[str, int]] = []
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stats_task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ProxyServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Bind every listen address and start accepting."""
+        for host, port in self.config.listen:
+            server = await asyncio.start_server(
+                self._accepted,
+                host=host,
+                port=port,
+                backlog=self.config.backlog,
+                reuse_port=self.config.reuse_port or None,
+                limit=self.config.buffer_size,
+            )
+            self._servers.append(server)
+            for sock in server.sockets:
+                self.addresses.append(sock.getsockname()[:2])
+        server_logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
+        if self.config.stats_interval > 0:
+            self._stats_task = asyncio.create_task(self._log_stats())
+
+    async def aclose(self, grace: float | None = None) -> None:
+        """Stop accepting, let tunnels drain for *grace* seconds (default: the config's), then cancel them."""
+        for server in self._servers:
+            server.close()
+        if self._tasks:
+            _done, pending = await asyncio.wait(
+                self._tasks, timeout=self.config.shutdown_grace if grace is None else grace
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            await asyncio.gather(self._stats_task, return_exceptions=True)
+        server_logger.info("stopped; %s", self.stats.line())
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled."""
+        await asyncio.gather(*(server.serve_forever() for server in self._servers))
+
+    async def _log_stats(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.stats_interval)
+            server_logger.info(self.stats.line())
+
+    # -- one client -------------------------------------------------------------------
+
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.stats.active >= self.config.max_clients:
+            self.stats.failures["busy"] += 1
+            writer.transport.abort()  # refused at once: the server stays up for everyone else
+            return
+        self.stats.active += 1
+        task = asyncio.get_running_loop().create_task(self._client(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._left)
+
+    def _left(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.stats.active -= 1
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client_ip = ipaddress.ip_address(peer[0].split("%")[0])
+        started = time.monotonic()
+        counts = [0, 0]
+        handshake = self.config.handshake()
+        request: TunnelRequested | None = None
+        outcome = "ok"
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if not self.config.policy.client_allowed(client_ip):
+                raise _Refused("client not allowed")
+            try:
+                request = await asyncio.wait_for(
+                    self._negotiate(reader, writer, handshake), self.config.negotiation_timeout
+                )
+            except TimeoutError:
+                raise _Refused("negotiation timeout") from None
+            if request is None:
+                raise _Refused("closed during negotiation" if not handshake.must_close else "refused")
+            await self._serve_request(request, reader, writer, handshake, client_ip, counts)
+        except _Refused as refused:
+            outcome = refused.outcome
+        except RemoteProtocolError as exc:
+            outcome = f"protocol error: {exc.message}"
+            await _write_quietly(writer, handshake.data_to_send())
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            outcome = f"connection error: {exc.__class__.__name__}"
+        finally:
+            _abort_or_close(writer)
+            key = outcome.split(":")[0]
+            if outcome == "ok":
+                assert handshake.protocol is not None
+                self.stats.tunnels[handshake.protocol.name.lower()] += 1
+            else:
+                self.stats.failures[key] += 1
+            self.stats.bytes_up += counts[0]
+            self.stats.bytes_down += counts[1]
+            server_logger.info(
+                format_tunnel(
+                    client=f"{peer[0]}:{peer[1]}",
+                    user=handshake.username,
+                    protocol=handshake.protocol,
+                    command=request.command.name if request else "-",
+                    target=request.target if request else None,
+                    up=counts[0],
+                    down=counts[1],
+                    duration=time.monotonic() - started,
+                    outcome=outcome,
+                )
+            )
+
+    async def _negotiate(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handshake: ServerHandshake
+    ) -> TunnelRequested | None:
+        while True:
+            try:
+                event = handshake.next_event()
+            except RemoteProtocolError:
+                await _write_quietly(writer, handshake.data_to_send())
+                raise
+            out = handshake.data_to_send()
+            if out:
+                writer.write(out)
+                await writer.drain()
+            if isinstance(event, TunnelRequested):
+                return event
+            if isinstance(event, CredentialsReceived):
+                handshake.accept_credentials(self.config.check_credentials(event.username, event.password))
+                writer.write(handshake.data_to_send())
+                await writer.drain()
+                if handshake.must_close:
+                    raise _Refused("authentication failed")
+                continue
+            if isinstance(event, ClientClosed) or handshake.must_close:
+                return None
+            if event is NEED_DATA or event is PAUSED:
+                data = await reader.read(_READ)
+                handshake.receive_data(data)
+
+    async def _serve_request(
+        self,
+        request: TunnelRequested,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handshake: ServerHandshake,
+        client_ip: IPAddress,
+        counts: list[int],
+    ) -> None:
+        if request.command is Command.CONNECT:
+            up_reader, up_writer = await self._dial(request.target, client_ip, handshake, writer)
+            local = up_writer.get_extra_info("sockname")
+            await self._reply(handshake, writer, lambda: handshake.accept(Address(local[0], local[1])))
+            await self._relay(reader, writer, up_reader, up_writer, handshake, counts)
+        elif request.command is Command.BIND:
+            await self._bind(request, reader, writer, handshake, client_ip, counts)
+        else:
+            await self._udp_associate(request, reader, writer, handshake, client_ip, counts)
+
+    async def _reply(
+        self, handshake: ServerHandshake, writer: asyncio.StreamWriter, decide: Callable[[], None]
+    ) -> None:
+        decide()
+        writer.write(handshake.data_to_send())
+        await writer.drain()
+
+    async def _refuse(
+        self, handshake: ServerHandshake, writer: asyncio.StreamWriter, failure: Failure, outcome: str
+    ) -> _Refused:
+        handshake.reject(failure)
+        await _write_quietly(writer, handshake.data_to_send())
+        return _Refused(outcome)
+
+    async def _resolve(
+        self, target: Address, client_ip: IPAddress
+    ) -> list[tuple[IPAddress, int]]:
+        """Every address *target* may be dialled at, each allowed by the rules (SSRF guard included)."""
+        denied = self.config.policy.check(client_ip, target)
+        if denied:
+            raise PermissionError(denied)
+        if isinstance(target.host, bytes):
+            loop = asyncio.get_running_loop()
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(target.host.decode("ascii", "replace"), target.port, type=socket.SOCK_STREAM),
+                self.config.connect_timeout,
+            )
+            candidates = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        else:
+            candidates = [target.host]
+        allowed = []
+        for address in dict.fromkeys(candidates):
+            reason = self.config.policy.check(client_ip, target, address)
+            if reason:
+                raise PermissionError(reason)
+            allowed.append((address, target.port))
+        return allowed
+
+    async def _dial(
+        self, target: Address, client_ip: IPAddress, handshake: ServerHandshake, writer: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            addresses = await self._resolve(target, client_ip)
+        except PermissionError as exc:
+            raise await self._refuse(handshake, writer, Failure.NOT_ALLOWED, f"denied: {exc}") from None
+        except (OSError, TimeoutError) as exc:
+            raise await self._refuse(handshake, writer, Failure.HOST_UNREACHABLE, f"resolve failed: {exc}") from None
+        error: BaseException = OSError("no address")
+        deadline = time.monotonic() + self.config.connect_timeout
+        for address, port in addresses:
+            try:
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_connection(str(address), port, limit=self.config.buffer_size),
+                    max(0.001, deadline - time.monotonic()),
+                )
+            except (OSError, TimeoutError) as exc:
+                error = exc
+                continue
+            sock = up_writer.get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return up_reader, up_writer
+        failure = failure_for(error)
+        raise await self._refuse(handshake, writer, failure, f"dial failed: {failure.name.lower()}")
+
+    async def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        handshake: ServerHandshake,
+        counts: list[int],
+    ) -> None:
+        early, eof = handshake.trailing_data
+        last = [time.monotonic()]
+        try:
+            if early:
+                up_writer.write(early)
+                counts[0] += len(early)
+            if eof:
+                _write_eof(up_writer)
+            tasks = [asyncio.create_task(self._copy(up_reader, writer, counts, 1, last))]
+            if not eof:
+                tasks.append(asyncio.create_task(self._copy(reader, up_writer, counts, 0, last)))
+            await self._until_done_or_idle(tasks, last)
+        finally:
+            _abort_or_close(up_writer)
+
+    async def _copy(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        counts: list[int],
+        index: int,
+        last: list[float],
+    ) -> None:
+        size = self.config.buffer_size
+        while data := await source.read(size):
+            sink.write(data)
+            counts[index] += len(data)
+            last[0] = time.monotonic()
+            await sink.drain()
+        _write_eof(sink)
+
+    async def _until_done_or_idle(self, tasks: list[asyncio.Task[None]], last: list[float]) -> None:
+        idle = self.config.idle_timeout
+        try:
+            while True:
+                wait = max(0.05, last[0] + idle - time.monotonic())
+                done, pending = await asyncio.wait(tasks, timeout=wait, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    if task.exception() is not None:
+                        raise _Refused(f"relay error: {task.exception().__class__.__name__}")
+                if not pending:
+                    return
+                if time.monotonic() - last[0] >= idle:
+                    raise _Refused("idle timeout")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- BIND ---------------------------------------------------------------------------
+
+    async def _bind(
+        self,
+        request: TunnelRequested,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handshake: ServerHandshake,
+        client_ip: IPAddress,
+        counts: list[int],
+    ) -> None:
+        denied = self.config.policy.check(client_ip, request.target)
+        if denied:
+            raise await self._refuse(handshake, writer, Failure.NOT_ALLOWED, f"denied: {denied}")
+        local_ip = writer.get_extra_info("sockname")[0]
+        arrived: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def incoming(peer_reader: asyncio.StreamReader, peer_writer: asyncio.StreamWriter) -> None:
+            if arrived.done():
+                peer_writer.transport.abort()  # BIND accepts exactly one connection
+            else:
+                arrived.set_result((peer_reader, peer_writer))
+
+        listener = await asyncio.start_server(incoming, host=local_ip, port=0, backlog=1)
+        try:
+            bound = listener.sockets[0].getsockname()
+            await self._reply(handshake, writer, lambda: handshake.accept(Address(bound[0], bound[1])))
+            # Bounded by bind_timeout; bytes the client sends meanwhile stay buffered for the relay.
+            try:
+                await asyncio.wait_for(asyncio.shield(arrived), self.config.bind_timeout)
+            except TimeoutError:
+                raise await self._refuse(handshake, writer, Failure.TIMED_OUT, "bind: no peer connected") from None
+        finally:
+            listener.close()
+        peer_reader, peer_writer = arrived.result()
+        peer = peer_writer.get_extra_info("peername")
+        await self._reply(handshake, writer, lambda: handshake.bind_connected(Address(peer[0], peer[1])))
+        await self._relay(reader, writer, peer_reader, peer_writer, handshake, counts)
+
+    # -- UDP ASSOCIATE --------------------------------------------------------------------
+
+    async def _udp_associate(
+        self,
+        request: TunnelRequested,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handshake: ServerHandshake,
+        client_ip: IPAddress,
+        counts: list[int],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        local_ip = writer.get_extra_info("sockname")[0]
+        declared_port = request.target.port
+        relay = _UdpRelay(self, client_ip, declared_port, counts)
+        transport, _ = await loop.create_datagram_endpoint(lambda: relay, local_addr=(local_ip, 0))
+        try:
+            bound = transport.get_extra_info("sockname")
+            await self._reply(handshake, writer, lambda: handshake.accept(Address(bound[0], bound[1])))
+            # The association lives as long as the control connection (RFC 1928 §7).
+            while await reader.read(_READ):
+                pass
+        finally:
+            transport.close()
+            relay.close()
+
+
+class _UdpRelay(asyncio.DatagramProtocol):
+    """Relays datagrams between one client and the targets it sends to."""
+
+    def __init__(self, server: ProxyServer, client_ip: IPAddress, declared_port: int, counts: list[int]) -> None:
+        self.server = server
+        self.client_ip = client_ip
+        self.client_port = declared_port or None
+        self.counts = counts
+        self.transport: asyncio.DatagramTransport | None = None
+        self.peers: set[tuple[str, int]] = set()
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        host, port = str(addr[0]).split("%")[0], addr[1]
+        source = ipaddress.ip_address(host)
+        if source == self.client_ip and (self.client_port is None or port == self.client_port):
+            self.client_port = port
+            self._from_client(data)
+        elif (host, port) in self.peers and self.client_port is not None and self.transport is not None:
+            self.transport.sendto(
+                encode_udp_datagram(UdpDatagram(address=Address(source, port), data=data)),
+                (str(self.client_ip), self.client_port),
+            )
+            self.counts[1] += len(data)
+        else:
+            self.server.stats.failures["udp dropped"] += 1
+
+    def _from_client(self, data: bytes) -> None:
+        try:
+            datagram = parse_udp_datagram(data)
+        except RemoteProtocolError:
+            self.server.stats.failures["udp malformed"] += 1
+            return
+        if datagram.is_fragment:
+            return  # no reassembly: RFC 1928 §7 lets us drop fragments
+        task = asyncio.ensure_future(self._forward(datagram))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _forward(self, datagram: UdpDatagram) -> None:
+        try:
+            addresses = await self.server._resolve(datagram.address, self.client_ip)
+        except (PermissionError, OSError, TimeoutError):
+            self.server.stats.failures["udp denied"] += 1
+            return
+        address, port = addresses[0]
+        if self.transport is not None:
+            self.peers.add((str(address), port))
+            self.transport.sendto(datagram.data, (str(address), port))
+            self.counts[0] += len(datagram.data)
+
+    def close(self) -> None:
+        for task in self.pending:
+            task.cancel()
+
+
+async def _write_quietly(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if not data:
+        return
+    with contextlib.suppress(OSError, RuntimeError):
+        writer.write(data)
+        await writer.drain()
+
+
+def _write_eof(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, RuntimeError):
+        if writer.can_write_eof() and not writer.is_closing():
+            writer.write_eof()
+
+
+def _abort_or_close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, RuntimeError):
+        writer.close()
+
+
+async def serve(config: ServerConfig, *, ready: Callable[[ProxyServer], Awaitable[None] | None] | None = None) -> None:
+    """Run a server until cancelled (SIGINT/SIGTERM handling is the CLI's job)."""
+    async with ProxyServer(config) as server:
+        if ready is not None:
+            result = ready(server)
+            if result is not None:
+                await result
+        await server.serve_forever()

@@ -1,0 +1,251 @@
+"""The ``socks-sansio`` command: ``serve`` (the proxy), ``connect`` (a netcat-like tunnel), ``demo``.
+
+Every ``serve`` flag can also be given in a TOML file (``--config``) under the
+same name with dashes or underscores (``max-clients = 100``); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from socks_sansio import ProxyProtocol, __version__
+from socks_sansio._cli import demo
+from socks_sansio._policy import AccessPolicy, AccessRule, UserDatabase
+
+from ._server_common import ServerConfig, listen_address, server_logger
+
+__all__ = ["build_config", "main"]
+
+_PROTOCOL_NAMES = {"socks5": ProxyProtocol.SOCKS5, "socks4": ProxyProtocol.SOCKS4, "http": ProxyProtocol.HTTP}
+
+
+def _serve_parser(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run a SOCKS5 + SOCKS4/4a + HTTP CONNECT proxy")
+    serve.add_argument("--config", type=Path, help="TOML file with the same keys as these flags")
+    serve.add_argument("--listen", action="append", help="host:port or [v6]:port to listen on (repeatable; "
+                       "default 127.0.0.1:1080)")
+    serve.add_argument("--protocols", help="comma-separated subset of socks5,socks4,http (default: all)")
+    serve.add_argument("--auth", action="append", metavar="USER:PASS", help="a user (repeatable)")
+    serve.add_argument("--auth-file", type=Path, help="file of user:password lines (passwords may be hashed)")
+    serve.add_argument("--allow-socks4-without-auth", action="store_true", default=None,
+                       help="accept SOCKS4 (which has no password) even when auth is required")
+    serve.add_argument("--allow", action="append", metavar="RULE", help="allow rule, e.g. 'to=10.0.0.0/8 port=443'")
+    serve.add_argument("--deny", action="append", metavar="RULE", help="deny rule, e.g. 'from=192.0.2.0/24'")
+    serve.add_argument("--default-deny", action="store_true", default=None, help="deny what no rule allows")
+    serve.add_argument("--block-private", action="store_true", default=None,
+                       help="deny private, loopback and link-local destinations (SSRF guard; checked after DNS)")
+    serve.add_argument("--allow-open-relay", action="store_true", default=None,
+                       help="allow listening beyond loopback without authentication")
+    for name, default, text in (
+        ("negotiation-timeout", 10.0, "seconds a client has to finish its handshake"),
+        ("connect-timeout", 10.0, "seconds to resolve and connect upstream"),
+        ("idle-timeout", 300.0, "seconds a tunnel may stay silent"),
+        ("bind-timeout", 60.0, "seconds BIND waits for its peer"),
+        ("shutdown-grace", 10.0, "seconds tunnels may drain after SIGTERM"),
+        ("stats-interval", 0.0, "log a stats line every N seconds (0: off)"),
+    ):
+        serve.add_argument(f"--{name}", type=float, help=f"{text} (default {default})")
+    serve.add_argument("--max-clients", type=int, help="concurrent clients; excess is refused at once (default 1024)")
+    serve.add_argument("--backlog", type=int, help="listen backlog (default 1024)")
+    serve.add_argument("--workers", type=int, help="processes sharing the port with SO_REUSEPORT (default 1)")
+    serve.add_argument("--backend", choices=("asyncio", "trio"), help="I/O backend (default asyncio)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+
+
+def _merge(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags over the TOML file: one dict of settings with underscore keys."""
+    settings: dict[str, Any] = {}
+    if args.config is not None:
+        import tomllib  # Python 3.11+; on 3.10 --config needs the 'tomli' backport
+
+        with args.config.open("rb") as file:
+            settings = {key.replace("-", "_"): value for key, value in tomllib.load(file).items()}
+    for key, value in vars(args).items():
+        if value is not None and key not in ("config", "command"):
+            settings[key] = value
+    return settings
+
+
+def build_config(settings: dict[str, Any]) -> ServerConfig:
+    """Turn merged settings into a :class:`ServerConfig` (raises ValueError / LocalProtocolError on bad ones)."""
+    users: dict[str | bytes, str] = {}
+    for entry in settings.get("auth", []) or []:
+        name, colon, password = entry.partition(":")
+        if not colon or not name:
+            raise ValueError("--auth takes USER:PASSWORD")
+        users[name] = password
+    database = None
+    if settings.get("auth_file"):
+        path = Path(settings["auth_file"])
+        database = UserDatabase.from_lines(path.read_text("utf-8").splitlines(), source=str(path))
+        if users:
+            raise ValueError("use either --auth or --auth-file, not both")
+    elif users:
+        database = UserDatabase(users)
+    rules = [AccessRule.parse("allow", text) for text in settings.get("allow", []) or []]
+    rules += [AccessRule.parse("deny", text) for text in settings.get("deny", []) or []]
+    protocols = frozenset(ProxyProtocol)
+    if settings.get("protocols"):
+        names = [p.strip().lower() for p in str(settings["protocols"]).split(",") if p.strip()]
+        unknown = [n for n in names if n not in _PROTOCOL_NAMES]
+        if unknown or not names:
+            raise ValueError(f"--protocols takes a comma-separated subset of socks5,socks4,http, not {unknown}")
+        protocols = frozenset(_PROTOCOL_NAMES[n] for n in names)
+    optional = {
+        key: settings[key]
+        for key in ("negotiation_timeout", "connect_timeout", "idle_timeout", "bind_timeout", "shutdown_grace",
+                    "stats_interval", "max_clients", "backlog")
+        if settings.get(key) is not None
+    }
+    return ServerConfig(
+        listen=tuple(listen_address(text) for text in settings.get("listen") or ["127.0.0.1:1080"]),
+        protocols=protocols,
+        users=database,
+        allow_socks4_without_auth=bool(settings.get("allow_socks4_without_auth")),
+        policy=AccessPolicy(
+            rules=tuple(rules),
+            default_allow=not settings.get("default_deny"),
+            block_private=bool(settings.get("block_private")),
+        ),
+        allow_open_relay=bool(settings.get("allow_open_relay")),
+        reuse_port=int(settings.get("workers") or 1) > 1,
+        **optional,
+    )
+
+
+async def _run_asyncio(config: ServerConfig) -> None:
+    from .asyncio_server import ProxyServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    server = ProxyServer(config)
+    await server.start()
+    print(f"socks-sansio {__version__} listening on " + ", ".join(f"{h}:{p}" for h, p in server.addresses),
+          file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+        server_logger.info("shutting down: no new clients; draining for up to %s s", config.shutdown_grace)
+    finally:
+        await server.aclose()
+
+
+def _run(config: ServerConfig, backend: str) -> None:
+    if backend == "trio":
+        from .trio_server import run as run_trio
+
+        run_trio(config)
+    else:
+        asyncio.run(_run_asyncio(config))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _merge(args)
+    logging.basicConfig(
+        level=getattr(logging, str(settings.get("log_level", "info")).upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = build_config(settings)
+    except (ValueError, OSError) as exc:
+        print(f"socks-sansio serve: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # LocalProtocolError from a rule or user list
+        print(f"socks-sansio serve: {exc}", file=sys.stderr)
+        return 2
+    backend = str(settings.get("backend", "asyncio"))
+    workers = int(settings.get("workers") or 1)
+    if workers > 1:
+        if any(port == 0 for _, port in config.listen):
+            print("socks-sansio serve: --workers needs fixed ports (not 0)", file=sys.stderr)
+            return 2
+        return _run_workers(config, backend, workers)
+    _run(config, backend)
+    return 0
+
+
+def _run_workers(config: ServerConfig, backend: str, workers: int) -> int:
+    """Fork *workers* processes that share the listening ports through SO_REUSEPORT."""
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                _run(config, backend)
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from .sync import connect
+
+    with connect(args.host, args.port, proxy=args.proxy, timeout=args.timeout) as sock:
+        return _pipe_stdio(sock)
+
+
+def _pipe_stdio(sock: Any) -> int:
+    """Copy stdin to the tunnel (then half-close it) and the tunnel to stdout, until both are done."""
+    import threading
+
+    def upstream() -> None:
+        with contextlib.suppress(OSError):
+            while data := os.read(sys.stdin.fileno(), 65536):
+                sock.sendall(data)
+            sock.shutdown(1)  # SHUT_WR: the remote side sees our EOF
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    out = sys.stdout.buffer
+    while data := sock.recv(65536):
+        out.write(data)
+        out.flush()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="socks-sansio", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"socks-sansio {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(commands)
+    connect = commands.add_parser("connect", help="open a tunnel through a proxy and pipe stdin/stdout through it")
+    connect.add_argument("--proxy", required=True, action="append",
+                         help="proxy URL, e.g. socks5h://user:pass@host:1080 (repeat for a chain)")
+    connect.add_argument("--timeout", type=float, default=30.0, help="seconds for connect + handshake")
+    connect.add_argument("host")
+    connect.add_argument("port", type=int)
+    show = commands.add_parser("demo", help="show a SOCKS5 handshake between two in-memory machines")
+    show.add_argument("target", nargs="?", default="example.com:443", help="host:port to CONNECT to")
+    show.add_argument("--user", help="authenticate with RFC 1929 as this user")
+    show.add_argument("--password", default="", help="password for --user")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "connect":
+        return _connect(args)
+    return demo(args.target, args.user, args.password)
