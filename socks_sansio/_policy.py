@@ -183,13 +183,11 @@ class AccessRule:
         networks: list[str] = []
         hosts: list[str] = []
         ports: list[tuple[int, int]] = []
-        for item in text.replace(",", " , ").split():
-            if item == ",":
-                continue
+        for item in text.split():
             key, eq, value = item.partition("=")
             if not eq or not value:
                 raise LocalProtocolError(f"rule {text!r}: expected key=value items (from=, to=, port=), got {item!r}")
-            for part in value.split(","):
+            for part in filter(None, value.split(",")):
                 if key == "from":
                     clients.append(part)
                 elif key == "to":
