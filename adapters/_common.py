@@ -70,9 +70,11 @@ class Hop:
     proxy: ProxyURL
     target: Address
 
-    def handshake(self, *, command: Command = Command.CONNECT, pipelined: bool = False) -> ClientHandshake:
-        """A fresh client driver for this hop."""
-        return ClientHandshake(self.proxy, self.target, command=command, pipelined=pipelined)
+    def handshake(
+        self, *, command: Command = Command.CONNECT, pipelined: bool = False, target: Address | None = None
+    ) -> ClientHandshake:
+        """A fresh client driver for this hop; *target* overrides it (e.g. after local resolution)."""
+        return ClientHandshake(self.proxy, target or self.target, command=command, pipelined=pipelined)
 
     @property
     def needs_tls(self) -> bool:

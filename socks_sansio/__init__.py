@@ -32,6 +32,9 @@ from ._frames import FRAME_HEADER_SIZE as FRAME_HEADER_SIZE
 from ._frames import Frame as Frame
 from ._frames import FrameDecoder as FrameDecoder
 from ._frames import encode_frame as encode_frame
+from ._http1 import HttpResponse as HttpResponse
+from ._http1 import ResponseReader as ResponseReader
+from ._http1 import encode_request as encode_request
 from ._http_connection import HttpConnectConnection as HttpConnectConnection
 from ._http_connection import HttpConnectState as HttpConnectState
 from ._http_events import ConnectRequest as ConnectRequest
@@ -109,6 +112,7 @@ __all__ = [
     "HttpConnectConnection",
     "HttpConnectEvent",
     "HttpConnectState",
+    "HttpResponse",
     "LocalProtocolError",
     "MethodSelection",
     "NeedData",
@@ -125,6 +129,7 @@ __all__ = [
     "ProxyURL",
     "RemoteProtocolError",
     "ReplyCode",
+    "ResponseReader",
     "Role",
     "ServerEvent",
     "ServerHandshake",
@@ -145,6 +150,7 @@ __all__ = [
     "__version__",
     "detect_protocol",
     "encode_frame",
+    "encode_request",
     "encode_udp_datagram",
     "needs_local_resolution",
     "parse_udp_datagram",

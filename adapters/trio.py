@@ -1,0 +1,881 @@
+"""The trio backend: connect through proxies and get a ``trio.abc.Stream``.
+
+Strategy: this module moves bytes and nothing else. Every protocol decision
+belongs to the pure :class:`~socks_sansio.ClientHandshake` driver; one hop is
+the driver's short loop run by :func:`handshake_over`::
+
+    send_all(data_to_send())
+    while not established:
+        receive_data(receive_some(read_size_hint)); send_all(data_to_send())
+
+A chain is that loop once per hop over the same stream, with TLS layered in
+with :class:`trio.SSLStream` where a hop is ``https://`` and, last, to the
+target (TLS inside TLS needs nothing special: an ``SSLStream`` wraps any
+stream). Bytes the proxy sent after its final reply are never lost: the stream
+is wrapped in a :class:`PrefixedStream` that returns them before reading on.
+
+One deadline covers a whole call (TCP connect, every handshake step, every
+TLS handshake): a single :func:`trio.move_on_after` scope around it, turned
+into :class:`~socks_sansio.ProxyTimeoutError` when it fires. Cancellation from
+outside is not caught and propagates as usual; whatever was opened is closed.
+
+Public API: :func:`open_tcp_stream`, :func:`open_tunnel` (a :class:`Tunnel`
+with frames, HTTP requests and timings), :func:`open_udp_association`
+(:class:`UdpAssociation`), :func:`open_bind` (:class:`BindListener`), and
+:func:`handshake_over` for a stream you connected yourself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl as _ssl
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Final, final
+
+import trio
+import trio.socket as tsocket
+
+from socks_sansio import (
+    Address,
+    ClientHandshake,
+    Command,
+    ConnectionClosed,
+    Frame,
+    FrameDecoder,
+    HandshakeStatus,
+    LocalProtocolError,
+    ProxyConnectionError,
+    ProxyProtocol,
+    ProxyURL,
+    RemoteProtocolError,
+    UdpDatagram,
+    encode_frame,
+    encode_udp_datagram,
+    needs_local_resolution,
+    parse_udp_datagram,
+)
+from socks_sansio._http1 import HttpResponse, ResponseReader, encode_request
+
+from ._common import (
+    DEFAULT_RECV_SIZE,
+    ConnectionInfo,
+    Deadline,
+    Hop,
+    ProxySpec,
+    logger,
+    plan_hops,
+    proxies_from_environment,
+    to_proxies,
+)
+
+__all__ = [
+    "BindListener",
+    "HalfCloseablePrefixedStream",
+    "PrefixedStream",
+    "Tunnel",
+    "UdpAssociation",
+    "handshake_over",
+    "open_bind",
+    "open_tcp_stream",
+    "open_tunnel",
+    "open_udp_association",
+]
+
+_ANY_PEER: Final = Address("0.0.0.0", 0)
+
+
+# -- streams that hand out the bytes read past the handshake first --------------------------------
+
+
+class PrefixedStream(trio.abc.Stream):
+    """A stream that returns *prefix* before reading from *transport_stream*.
+
+    It carries the bytes a proxy sent in the same segment as its final reply
+    (the first tunnel bytes), so they reach the application first. Sending,
+    closing and everything else go straight to the transport.
+
+    Args:
+        transport_stream: the stream the handshake ran over.
+        prefix: octets already received from it that belong to the tunnel.
+        eof: whether the transport's end of file was already seen after *prefix*.
+    """
+
+    def __init__(self, transport_stream: trio.abc.Stream, prefix: bytes, *, eof: bool = False) -> None:
+        self.transport_stream = transport_stream
+        self._prefix = bytes(prefix)
+        self._eof = eof
+        self._closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send *data* on the transport stream."""
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        await self.transport_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the transport stream can take data."""
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Return buffered prefix octets first (at most *max_bytes*), then read from the transport."""
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return chunk
+        if self._eof:
+            await trio.lowlevel.checkpoint()
+            return b""
+        return await self.transport_stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        """Drop the prefix and close the transport stream (and everything under it)."""
+        self._closed = True
+        self._prefix = b""
+        await self.transport_stream.aclose()
+
+
+class HalfCloseablePrefixedStream(PrefixedStream, trio.abc.HalfCloseableStream):
+    """A :class:`PrefixedStream` over a half-closeable transport (a plain TCP stream).
+
+    Only built when the transport has ``send_eof``: a :class:`trio.SSLStream`
+    does not (TLS has no half-close), so a prefixed TLS stream is a plain
+    :class:`PrefixedStream` and ``isinstance(s, trio.abc.HalfCloseableStream)``
+    tells the truth.
+    """
+
+    transport_stream: trio.abc.HalfCloseableStream
+
+    def __init__(self, transport_stream: trio.abc.HalfCloseableStream, prefix: bytes, *, eof: bool = False) -> None:
+        super().__init__(transport_stream, prefix, eof=eof)
+
+    async def send_eof(self) -> None:
+        """Half-close: send EOF on the transport; receiving still works."""
+        await self.transport_stream.send_eof()
+
+
+def _with_leftovers(stream: trio.abc.Stream, data: bytes, eof: bool) -> trio.abc.Stream:
+    """*stream*, wrapped so that *data* (and *eof*) come out first, or as is when there is nothing."""
+    if not data and not eof:
+        return stream
+    logger.debug("trio: %d octets arrived with the final reply; they are delivered first", len(data))
+    if isinstance(stream, trio.abc.HalfCloseableStream):
+        return HalfCloseablePrefixedStream(stream, data, eof=eof)
+    return PrefixedStream(stream, data, eof=eof)
+
+
+# -- one hop -------------------------------------------------------------------------------------
+
+
+async def handshake_over(stream: trio.abc.Stream, handshake: ClientHandshake) -> trio.abc.Stream:
+    """Run one proxy handshake over an already connected *stream*.
+
+    Reads only ``handshake.read_size_hint`` octets at a time. Runs until the
+    handshake is established, or, for BIND, until the first reply (status
+    ``BIND_LISTENING``: the proxy's listening address is ``handshake.bound``);
+    call it again with the same handshake to wait for BIND's second reply.
+
+    Args:
+        stream: connected to the proxy (any ``trio.abc.Stream``, TLS or not).
+        handshake: a fresh driver, or one left at ``BIND_LISTENING``.
+
+    Returns:
+        The stream to use from now on: *stream* itself, or a
+        :class:`PrefixedStream` around it when the proxy sent tunnel bytes with
+        its final reply. Closing it closes *stream*.
+
+    Raises:
+        ProxyRefusedError: the proxy refused (reply code or HTTP status inside).
+        ProxyAuthError: credentials missing or refused.
+        ProxyProtocolError: the proxy broke the protocol.
+        ProxyConnectionError: the connection broke or closed mid-handshake.
+    """
+    proxy = handshake.proxy.redacted()
+    start = handshake.status
+    try:
+        await _flush(stream, handshake, proxy)
+        while handshake.status is start and not handshake.established:
+            data = await stream.receive_some(handshake.read_size_hint)
+            logger.debug("trio: received %d octets from %s", len(data), proxy)
+            handshake.receive_data(data)
+            await _flush(stream, handshake, proxy)
+    except trio.BrokenResourceError as exc:
+        raise ProxyConnectionError(
+            f"the connection to the proxy broke during the handshake: {exc.__cause__ or exc}", proxy=proxy
+        ) from exc
+    if handshake.status is HandshakeStatus.BIND_LISTENING:
+        logger.debug("trio: %s listens for the BIND peer at %s", proxy, handshake.bound)
+        return stream
+    logger.debug("trio: handshake with %s done (bound %s)", proxy, handshake.bound)
+    data, eof = handshake.trailing_data
+    return _with_leftovers(stream, data, eof)
+
+
+async def _flush(stream: trio.abc.Stream, handshake: ClientHandshake, proxy: str) -> None:
+    out = handshake.data_to_send()
+    if out:
+        logger.debug("trio: sending %d octets to %s", len(out), proxy)
+        await stream.send_all(out)
+
+
+# -- connecting a chain --------------------------------------------------------------------------
+
+
+@final
+class _Progress:
+    """What a call is doing, for the time-out message; and how long each part took."""
+
+    __slots__ = ("connect_time", "handshake_time", "proxy", "step", "tls_time")
+
+    def __init__(self) -> None:
+        self.step = "the call"
+        self.proxy: str | None = None
+        self.connect_time = 0.0
+        self.handshake_time = 0.0
+        self.tls_time = 0.0
+
+
+@final
+class _Chain:
+    """What :func:`_open_chain` built."""
+
+    __slots__ = ("handshake", "socket_stream", "stream")
+
+    def __init__(
+        self, stream: trio.abc.Stream, socket_stream: trio.SocketStream, handshake: ClientHandshake | None
+    ) -> None:
+        self.stream = stream
+        self.socket_stream = socket_stream
+        self.handshake = handshake
+
+
+def _scope(timeout: float | None) -> trio.CancelScope:
+    return trio.CancelScope() if timeout is None else trio.move_on_after(timeout)
+
+
+async def _connect(address: Address, hop: Hop | None, nodelay: bool, keepalive: bool) -> trio.SocketStream:
+    """TCP connect to the first hop (or the target); OSError becomes ProxyConnectionError for a proxy."""
+    logger.debug("trio: connecting to %s", hop.describe() if hop else address)
+    try:
+        stream = await trio.open_tcp_stream(address.host_str, address.port)
+    except OSError as exc:
+        if hop is None:
+            raise
+        raise ProxyConnectionError(
+            f"could not connect to the proxy {hop.describe()}: {exc}", proxy=hop.describe()
+        ) from exc
+    try:
+        stream.setsockopt(tsocket.IPPROTO_TCP, tsocket.TCP_NODELAY, nodelay)
+        stream.setsockopt(tsocket.SOL_SOCKET, tsocket.SO_KEEPALIVE, keepalive)
+    except OSError:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
+async def _resolve(address: Address, *, ipv4_only: bool, socktype: int = tsocket.SOCK_STREAM) -> Address:
+    """*address* with its name resolved by trio's resolver (first answer); IPs are returned as they are."""
+    if not address.is_domain:
+        return address
+    family = tsocket.AF_INET if ipv4_only else tsocket.AF_UNSPEC
+    infos = await tsocket.getaddrinfo(address.host_str, address.port, family=family, type=socktype)
+    if not infos:  # getaddrinfo raises instead, in practice
+        raise OSError(f"no address found for {address.host_str}")
+    ip = str(infos[0][4][0]).partition("%")[0]
+    logger.debug("trio: resolved %s locally to %s", address.host_str, ip)
+    return Address(ip, address.port)
+
+
+async def _start_tls(
+    stream: trio.abc.Stream,
+    context: _ssl.SSLContext,
+    server_hostname: str,
+    *,
+    https_compatible: bool,
+    progress: _Progress,
+) -> trio.SSLStream[trio.abc.Stream]:
+    started = trio.current_time()
+    logger.debug("trio: TLS handshake with %s", server_hostname)
+    tls = trio.SSLStream(stream, context, server_hostname=server_hostname, https_compatible=https_compatible)
+    await tls.do_handshake()
+    progress.tls_time += trio.current_time() - started
+    return tls
+
+
+async def _open_chain(
+    proxies: Sequence[ProxyURL],
+    target: Address,
+    *,
+    command: Command,
+    proxy_ssl: _ssl.SSLContext | None,
+    pipelined: bool,
+    nodelay: bool,
+    keepalive: bool,
+    progress: _Progress,
+) -> _Chain:
+    """Connect to the first hop and run every hop's handshake; the last hop runs *command*.
+
+    On any error (or cancellation) everything opened is closed.
+    """
+    hops = plan_hops(proxies, target)
+    first = hops[0] if hops else None
+    progress.step = "the TCP connect"
+    progress.proxy = first.describe() if first else None
+    started = trio.current_time()
+    socket_stream = await _connect(first.proxy.address if first else target, first, nodelay, keepalive)
+    progress.connect_time = trio.current_time() - started
+    stream: trio.abc.Stream = socket_stream
+    handshake = None
+    try:
+        for i, hop in enumerate(hops):
+            progress.proxy = hop.describe()
+            if hop.needs_tls:
+                progress.step = "the TLS handshake with the proxy"
+                context = proxy_ssl if proxy_ssl is not None else _ssl.create_default_context()
+                try:
+                    stream = await _start_tls(
+                        stream, context, hop.proxy.address.host_str, https_compatible=True, progress=progress
+                    )
+                except trio.BrokenResourceError as exc:
+                    raise ProxyConnectionError(
+                        f"the TLS handshake with the proxy {hop.describe()} failed: {exc.__cause__ or exc}",
+                        proxy=hop.describe(),
+                    ) from exc
+            hop_target = hop.target
+            if needs_local_resolution(hop.proxy, hop_target):
+                progress.step = f"resolving {hop_target.host_str}"
+                hop_target = await _resolve(hop_target, ipv4_only=hop.proxy.protocol is ProxyProtocol.SOCKS4)
+            last = i == len(hops) - 1
+            handshake = ClientHandshake(
+                hop.proxy, hop_target, command=command if last else Command.CONNECT, pipelined=pipelined
+            )
+            progress.step = "the proxy handshake"
+            started = trio.current_time()
+            stream = await handshake_over(stream, handshake)
+            progress.handshake_time += trio.current_time() - started
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return _Chain(stream, socket_stream, handshake)
+
+
+def _choose_proxies(
+    proxy: ProxySpec | Sequence[ProxySpec] | None, trust_env: bool, scheme: str, host: str | bytes, port: int
+) -> list[ProxyURL]:
+    if proxy is None and trust_env:
+        return proxies_from_environment(scheme, _host_text(host), port, os.environ)
+    return to_proxies(proxy)
+
+
+def _host_text(host: str | bytes) -> str:
+    return host.decode("ascii", "backslashreplace") if isinstance(host, bytes) else host
+
+
+# -- TCP streams and tunnels -----------------------------------------------------------------------
+
+
+async def open_tcp_stream(
+    host: str | bytes,
+    port: int,
+    *,
+    proxy: ProxySpec | Sequence[ProxySpec] | None = None,
+    timeout: float | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    proxy_ssl: _ssl.SSLContext | None = None,
+    trust_env: bool = False,
+    pipelined: bool = False,
+    nodelay: bool = True,
+    keepalive: bool = True,
+    https_compatible: bool = False,
+) -> trio.abc.Stream:
+    """Open a TCP stream to *host*:*port* through a proxy or a chain of proxies, like :func:`trio.open_tcp_stream`.
+
+    Args:
+        host: the target's name or IP literal. ``socks5://`` and ``socks4://``
+            proxies get it resolved here (trio's resolver); the others resolve it.
+        port: the target's port.
+        proxy: a proxy URL (``"socks5h://user:pass@host:1080"``), a
+            :class:`~socks_sansio.ProxyURL`, or a sequence of them (a chain, first
+            hop first); ``None`` connects directly.
+        timeout: one deadline, in seconds, for the whole call: TCP connect, every
+            proxy handshake and every TLS handshake.
+        ssl: TLS to the target with this context (end to end through the proxies).
+        server_hostname: the name to check the target's certificate against
+            (default: *host*).
+        proxy_ssl: the context for ``https://`` proxies (default
+            :func:`ssl.create_default_context`). Those TLS sessions are
+            ``https_compatible`` (no ``close_notify`` needed), as HTTP proxies expect.
+        trust_env: with ``proxy=None``, take the proxy from ``ALL_PROXY``,
+            ``HTTPS_PROXY`` (when *ssl* is given) or ``HTTP_PROXY``, and ``NO_PROXY``.
+        pipelined: SOCKS5: greeting, credentials and request in one write.
+        nodelay: set ``TCP_NODELAY`` on the socket.
+        keepalive: set ``SO_KEEPALIVE`` on the socket.
+        https_compatible: passed to the target's :class:`trio.SSLStream`.
+
+    Returns:
+        Without *ssl*: a :class:`trio.abc.HalfCloseableStream` when every hop is
+        plain TCP (a :class:`trio.SocketStream`, or a
+        :class:`HalfCloseablePrefixedStream` when the last proxy sent tunnel bytes
+        with its reply), or a :class:`trio.SSLStream` (possibly inside a
+        :class:`PrefixedStream`) through an ``https://`` proxy, which has no
+        ``send_eof``. With *ssl*: a :class:`trio.SSLStream`. Closing it closes
+        every layer.
+
+    Raises:
+        ProxyConnectionError: the first proxy cannot be reached (the ``OSError``
+            is the ``__cause__``), a connection broke mid-handshake, or the TLS
+            handshake with an ``https://`` proxy failed.
+        ProxyRefusedError: a proxy refused (``ProxyAuthError`` for credentials).
+        ProxyProtocolError: a proxy broke the protocol.
+        ProxyTimeoutError: the deadline passed.
+        OSError: connecting directly failed, or a name to resolve locally did not resolve.
+        trio.BrokenResourceError: the TLS handshake with the target failed
+            (the ``ssl.SSLError`` is the ``__cause__``).
+    """
+    tunnel = await open_tunnel(
+        host,
+        port,
+        proxy=proxy,
+        timeout=timeout,
+        ssl=ssl,
+        server_hostname=server_hostname,
+        proxy_ssl=proxy_ssl,
+        trust_env=trust_env,
+        pipelined=pipelined,
+        nodelay=nodelay,
+        keepalive=keepalive,
+        https_compatible=https_compatible,
+    )
+    return tunnel.stream
+
+
+async def open_tunnel(
+    host: str | bytes,
+    port: int,
+    *,
+    proxy: ProxySpec | Sequence[ProxySpec] | None = None,
+    timeout: float | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    proxy_ssl: _ssl.SSLContext | None = None,
+    trust_env: bool = False,
+    pipelined: bool = False,
+    nodelay: bool = True,
+    keepalive: bool = True,
+    https_compatible: bool = False,
+) -> Tunnel:
+    """Like :func:`open_tcp_stream`, but return a :class:`Tunnel`: the stream, timings and conveniences.
+
+    Use it as ``tunnel = await open_tunnel(...)`` then ``async with tunnel: ...``.
+    Arguments, errors and the stream are those of :func:`open_tcp_stream`.
+    """
+    deadline = Deadline(timeout)
+    started = trio.current_time()
+    proxies = _choose_proxies(proxy, trust_env, "https" if ssl is not None else "http", host, port)
+    target = Address(_host_text(host), port)
+    progress = _Progress()
+    with _scope(timeout):
+        chain = await _open_chain(
+            proxies,
+            target,
+            command=Command.CONNECT,
+            proxy_ssl=proxy_ssl,
+            pipelined=pipelined,
+            nodelay=nodelay,
+            keepalive=keepalive,
+            progress=progress,
+        )
+        stream = chain.stream
+        if ssl is not None:
+            progress.step = "the TLS handshake with the target"
+            progress.proxy = None
+            try:
+                stream = await _start_tls(
+                    stream,
+                    ssl,
+                    server_hostname if server_hostname is not None else _host_text(host),
+                    https_compatible=https_compatible,
+                    progress=progress,
+                )
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        info = ConnectionInfo(
+            proxies=tuple(p.redacted() for p in proxies),
+            target=target,
+            protocol=proxies[-1].protocol if proxies else None,
+            bound=chain.handshake.bound if chain.handshake else None,
+            tls=ssl is not None,
+            connect_time=progress.connect_time,
+            handshake_time=progress.handshake_time,
+            tls_time=progress.tls_time,
+            total_time=trio.current_time() - started,
+        )
+        logger.debug("trio: connected to %s via %d proxies in %.3f s", target, len(proxies), info.total_time)
+        return Tunnel(stream, info)
+    raise deadline.expired_error(progress.step, progress.proxy)
+
+
+@final
+class Tunnel:
+    """An open connection through proxies: the stream plus what it took to get it.
+
+    Use ``async with tunnel:`` to close it. Reading with :meth:`receive_some`,
+    :meth:`receive_frame` and :meth:`http_request` may be mixed: none of them
+    reads past what it returns (frames and responses keep any extra octets for
+    the next read).
+
+    Attributes:
+        stream: the stream to the target (see :func:`open_tcp_stream` for its type).
+        info: proxies, target, bound address and timings.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        self.stream = stream
+        self.info = info
+        self._frames = FrameDecoder()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send *data* to the target."""
+        await self.stream.send_all(data)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Receive up to *max_bytes* octets from the target (``b""`` at EOF)."""
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        """Half-close: tell the target we will send nothing more; receiving still works.
+
+        Raises:
+            LocalProtocolError: the stream runs over TLS (to the target or an
+                ``https://`` proxy), which has no half-close.
+        """
+        if not isinstance(self.stream, trio.abc.HalfCloseableStream):
+            raise LocalProtocolError(
+                f"cannot half-close a {type(self.stream).__name__}: TLS has no half-close "
+                "(only a plain TCP tunnel supports send_eof)"
+            )
+        await self.stream.send_eof()
+
+    async def send_frame(self, payload: bytes | bytearray | memoryview) -> None:
+        """Send one length-prefixed frame (:func:`socks_sansio.encode_frame`)."""
+        await self.stream.send_all(encode_frame(payload))
+
+    async def receive_frame(self) -> bytes:
+        """Receive one length-prefixed frame and return its payload.
+
+        Raises:
+            trio.EndOfChannel: the target closed the connection between frames.
+            RemoteProtocolError: a frame over the size cap, or EOF inside a frame.
+        """
+        while True:
+            event = self._frames.next_event()
+            if isinstance(event, Frame):
+                return event.payload
+            if isinstance(event, ConnectionClosed):
+                raise trio.EndOfChannel("the peer closed the tunnel")
+            data = await self.stream.receive_some(min(self._frames.read_size_hint, DEFAULT_RECV_SIZE))
+            self._frames.receive_data(data)
+
+    async def http_request(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Iterable[tuple[str | bytes, str | bytes]] = (),
+        body: bytes = b"",
+    ) -> HttpResponse:
+        """Send an HTTP/1.1 request through the tunnel and return the response.
+
+        ``Host`` is the tunnel's target; the body is framed by ``Content-Length``
+        (see :func:`socks_sansio._http1.encode_request`). Octets the server sent
+        after the response stay available to :meth:`receive_some` (``stream``
+        may be re-wrapped to keep them: read through the tunnel or re-read
+        ``tunnel.stream`` afterwards).
+
+        Raises:
+            LocalProtocolError: a field that cannot be sent (CR/LF/NUL, a bad method...).
+            RemoteProtocolError: the response is malformed, too large, or the
+                connection closed before it was complete.
+        """
+        request = encode_request(method, target, host=self.info.target.authority, headers=headers, body=body)
+        await self.stream.send_all(request)
+        reader = ResponseReader(request_method=method)
+        while not isinstance(event := reader.next_event(), HttpResponse):
+            reader.receive_data(await self.stream.receive_some(DEFAULT_RECV_SIZE))
+        leftover, eof = reader.trailing_data
+        self.stream = _with_leftovers(self.stream, leftover, eof)
+        return event
+
+    async def aclose(self) -> None:
+        """Close the stream and every layer under it."""
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> Tunnel:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+# -- BIND ----------------------------------------------------------------------------------------
+
+
+def _advertised(bound: Address, proxy_ip: str) -> Address:
+    """An unspecified reply address (0.0.0.0 or ::) means "the proxy's own address"."""
+    if not bound.is_domain and ipaddress.ip_address(bound.host_str).is_unspecified:
+        return Address(proxy_ip, bound.port)
+    return bound
+
+
+async def open_bind(
+    proxy: ProxySpec | Sequence[ProxySpec],
+    *,
+    expected_peer: Address = _ANY_PEER,
+    timeout: float | None = None,
+    proxy_ssl: _ssl.SSLContext | None = None,
+    pipelined: bool = False,
+    nodelay: bool = True,
+    keepalive: bool = True,
+) -> BindListener:
+    """Ask a SOCKS5 or SOCKS4 proxy to listen for one incoming connection (BIND).
+
+    Through a chain, the earlier hops CONNECT and the last one BINDs.
+
+    Args:
+        proxy: the proxy (or chain); the last one must be SOCKS.
+        expected_peer: who will connect (``0.0.0.0:0``: anyone; proxies may check it).
+        timeout: one deadline for connecting and the first reply.
+        proxy_ssl, pipelined, nodelay, keepalive: as for :func:`open_tcp_stream`.
+
+    Returns:
+        A :class:`BindListener`: advertise ``.address`` to the peer, then ``accept()``.
+
+    Raises:
+        LocalProtocolError: BIND through an HTTP proxy.
+        ProxyError: as for :func:`open_tcp_stream`.
+    """
+    deadline = Deadline(timeout)
+    proxies = to_proxies(proxy)
+    if not proxies:
+        raise LocalProtocolError("BIND needs a SOCKS proxy; none was given")
+    if proxies[-1].protocol is ProxyProtocol.HTTP:
+        raise LocalProtocolError("an HTTP proxy cannot BIND: the last proxy must be socks5:// or socks4://")
+    progress = _Progress()
+    with _scope(timeout):
+        chain = await _open_chain(
+            proxies,
+            expected_peer,
+            command=Command.BIND,
+            proxy_ssl=proxy_ssl,
+            pipelined=pipelined,
+            nodelay=nodelay,
+            keepalive=keepalive,
+            progress=progress,
+        )
+        assert chain.handshake is not None
+        return BindListener(chain.stream, chain.handshake, str(chain.socket_stream.socket.getpeername()[0]))
+    raise deadline.expired_error(progress.step, progress.proxy)
+
+
+@final
+class BindListener:
+    """A proxy listening for one connection on our behalf (BIND's first reply came).
+
+    Attributes:
+        address: where the peer must connect (the first reply's address; when
+            the proxy answers ``0.0.0.0`` or ``::``, the first proxy's IP address).
+        peer: after :meth:`accept`, the peer that connected (the second reply).
+    """
+
+    def __init__(self, stream: trio.abc.Stream, handshake: ClientHandshake, proxy_ip: str) -> None:
+        bound = handshake.bound
+        assert bound is not None
+        self.address = _advertised(bound, proxy_ip)
+        self.peer: Address | None = handshake.bind_peer
+        self._stream: trio.abc.Stream | None = stream
+        self._handshake = handshake
+
+    async def accept(self, timeout: float | None = None) -> trio.abc.Stream:
+        """Wait for the peer to connect (BIND's second reply) and return the stream to it.
+
+        The stream is yours from then on (the listener no longer closes it).
+
+        Raises:
+            ProxyTimeoutError: no peer within *timeout* seconds.
+            ProxyRefusedError: the proxy reported a failure in its second reply.
+            trio.ClosedResourceError: called twice, or after :meth:`aclose`.
+        """
+        stream = self._stream
+        if stream is None:
+            raise trio.ClosedResourceError("this BIND listener was already accepted or closed")
+        deadline = Deadline(timeout)
+        with _scope(timeout):
+            try:
+                stream = await handshake_over(stream, self._handshake)
+            except BaseException:
+                self._stream = None
+                await trio.aclose_forcefully(stream)
+                raise
+            self._stream = None
+            self.peer = self._handshake.bind_peer
+            logger.debug("trio: BIND peer %s connected", self.peer)
+            return stream
+        self._stream = None
+        await trio.aclose_forcefully(stream)
+        raise deadline.expired_error("the wait for the BIND peer", self._handshake.proxy.redacted())
+
+    async def aclose(self) -> None:
+        """Close the connection to the proxy (the proxy stops listening); no-op after :meth:`accept`."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> BindListener:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+# -- UDP ASSOCIATE -------------------------------------------------------------------------------
+
+
+async def open_udp_association(
+    proxy: ProxySpec,
+    *,
+    timeout: float | None = None,
+    nodelay: bool = True,
+    keepalive: bool = True,
+) -> UdpAssociation:
+    """Open a SOCKS5 UDP association: a UDP socket and the TCP control connection that keeps it alive.
+
+    The UDP socket is bound to the local IP of the control connection, and that
+    address is sent in the request (RFC 1928 §4: the address we send from).
+
+    Args:
+        proxy: one ``socks5://`` or ``socks5h://`` proxy.
+        timeout: one deadline for connecting and the handshake.
+        nodelay, keepalive: options for the control connection.
+
+    Raises:
+        LocalProtocolError: not exactly one SOCKS5 proxy.
+        ProxyError: as for :func:`open_tcp_stream`.
+    """
+    proxies = to_proxies(proxy)
+    if len(proxies) != 1 or proxies[0].protocol is not ProxyProtocol.SOCKS5:
+        raise LocalProtocolError("UDP ASSOCIATE needs exactly one socks5:// or socks5h:// proxy")
+    url = proxies[0]
+    hop = Hop(url, _ANY_PEER)
+    deadline = Deadline(timeout)
+    progress = _Progress()
+    progress.proxy = hop.describe()
+    with _scope(timeout):
+        progress.step = "the TCP connect"
+        control = await _connect(url.address, hop, nodelay, keepalive)
+        udp = tsocket.socket(control.socket.family, tsocket.SOCK_DGRAM)
+        stream: trio.abc.Stream = control
+        try:
+            await udp.bind((control.socket.getsockname()[0], 0))
+            here = udp.getsockname()
+            handshake = ClientHandshake(url, Address(here[0], here[1]), command=Command.UDP_ASSOCIATE)
+            progress.step = "the proxy handshake"
+            stream = await handshake_over(stream, handshake)
+            assert handshake.bound is not None
+            relay = _advertised(handshake.bound, str(control.socket.getpeername()[0]))
+            progress.step = f"resolving the relay {relay}"
+            ipv4 = control.socket.family == tsocket.AF_INET
+            relay = await _resolve(relay, ipv4_only=ipv4, socktype=tsocket.SOCK_DGRAM)
+        except BaseException:
+            udp.close()
+            await trio.aclose_forcefully(stream)
+            raise
+        logger.debug("trio: UDP association through %s: relay %s, local %s", hop.describe(), relay, here[:2])
+        return UdpAssociation(stream, udp, relay, url)
+    raise deadline.expired_error(progress.step, progress.proxy)
+
+
+@final
+class UdpAssociation:
+    """A SOCKS5 UDP association (RFC 1928 §7).
+
+    Datagrams go to and come from the proxy's relay, each with the SOCKS5 UDP
+    header. The association lasts as long as the TCP control connection:
+    :meth:`aclose` (or leaving ``async with``) ends both.
+
+    Attributes:
+        relay: the relay's address (the reply's; the proxy's IP when it said ``0.0.0.0``).
+        control: the TCP control connection.
+        socket: the local UDP socket.
+    """
+
+    def __init__(
+        self, control: trio.abc.Stream, udp: tsocket.SocketType, relay: Address, proxy: ProxyURL
+    ) -> None:
+        self.control = control
+        self.socket = udp
+        self.relay = relay
+        self._proxy = proxy
+
+    @property
+    def _relay_sockaddr(self) -> tuple[str, int]:
+        return (self.relay.host_str, self.relay.port)
+
+    async def sendto(self, data: bytes | bytearray | memoryview, address: tuple[str | bytes, int] | Address) -> None:
+        """Send *data* to *address* through the relay.
+
+        A name is resolved here for ``socks5://`` and by the proxy for ``socks5h://``.
+        """
+        target = address if isinstance(address, Address) else Address(address[0], address[1])
+        if needs_local_resolution(self._proxy, target):
+            target = await _resolve(target, ipv4_only=False, socktype=tsocket.SOCK_DGRAM)
+        packet = encode_udp_datagram(UdpDatagram(address=target, data=data))
+        await self.socket.sendto(packet, self._relay_sockaddr)
+
+    async def recvfrom(self) -> tuple[bytes, Address]:
+        """Receive the next datagram: ``(data, where it came from)``.
+
+        Datagrams not from the relay, malformed ones and fragments (FRAG != 0,
+        no reassembly: RFC 1928 §7) are dropped, and logged at DEBUG.
+        """
+        relay = self._relay_sockaddr
+        while True:
+            packet, source = await self.socket.recvfrom(65535)
+            if (str(source[0]), int(source[1])) != relay:
+                logger.debug("trio: dropped a datagram from %s, not from the relay", source[:2])
+                continue
+            try:
+                datagram = parse_udp_datagram(packet)
+            except RemoteProtocolError as exc:
+                logger.debug("trio: dropped a malformed datagram from the relay: %s", exc)
+                continue
+            if datagram.is_fragment:
+                logger.debug("trio: dropped a fragment (FRAG %d): no reassembly", datagram.fragment)
+                continue
+            return datagram.data, datagram.address
+
+    async def aclose(self) -> None:
+        """Close the UDP socket and the control connection (the association ends)."""
+        self.socket.close()
+        await self.control.aclose()
+
+    async def __aenter__(self) -> UdpAssociation:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
