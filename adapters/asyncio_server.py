@@ -44,6 +44,8 @@ __all__ = ["ProxyServer", "serve"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _READ: Final = 65536
+# On Python 3.10 asyncio.wait_for raises asyncio.TimeoutError, not yet the builtin.
+_TIMEOUTS: Final = (TimeoutError, asyncio.TimeoutError)
 
 
 class _Refused(Exception):
@@ -154,7 +156,7 @@ class ProxyServer:
                 request = await asyncio.wait_for(
                     self._negotiate(reader, writer, handshake), self.config.negotiation_timeout
                 )
-            except TimeoutError:
+            except _TIMEOUTS:
                 raise _Refused("negotiation timeout") from None
             if request is None:
                 raise _Refused("closed during negotiation" if not handshake.must_close else "refused")
@@ -166,11 +168,13 @@ class ProxyServer:
             await _write_quietly(writer, handshake.data_to_send())
         except (OSError, asyncio.IncompleteReadError) as exc:
             outcome = f"connection error: {exc.__class__.__name__}"
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # shutdown after the grace period
+            raise
         finally:
             _abort_or_close(writer)
             key = outcome.split(":")[0]
-            if outcome == "ok":
-                assert handshake.protocol is not None
+            if outcome == "ok" and handshake.protocol is not None:
                 self.stats.tunnels[handshake.protocol.name.lower()] += 1
             else:
                 self.stats.failures[key] += 1
@@ -282,8 +286,10 @@ class ProxyServer:
             addresses = await self._resolve(target, client_ip)
         except PermissionError as exc:
             raise await self._refuse(handshake, writer, Failure.NOT_ALLOWED, f"denied: {exc}") from None
-        except (OSError, TimeoutError) as exc:
-            raise await self._refuse(handshake, writer, Failure.HOST_UNREACHABLE, f"resolve failed: {exc}") from None
+        except (OSError, UnicodeError, *_TIMEOUTS) as exc:  # UnicodeError: a name the IDNA codec refuses
+            raise await self._refuse(
+                handshake, writer, Failure.HOST_UNREACHABLE, f"resolve failed: {exc.__class__.__name__}"
+            ) from None
         error: BaseException = OSError("no address")
         deadline = time.monotonic() + self.config.connect_timeout
         for address, port in addresses:
@@ -292,7 +298,7 @@ class ProxyServer:
                     asyncio.open_connection(str(address), port, limit=self.config.buffer_size),
                     max(0.001, deadline - time.monotonic()),
                 )
-            except (OSError, TimeoutError) as exc:
+            except (OSError, *_TIMEOUTS) as exc:
                 error = exc
                 continue
             sock = up_writer.get_extra_info("socket")
@@ -392,10 +398,12 @@ class ProxyServer:
             # Bounded by bind_timeout; bytes the client sends meanwhile stay buffered for the relay.
             try:
                 await asyncio.wait_for(asyncio.shield(arrived), self.config.bind_timeout)
-            except TimeoutError:
+            except _TIMEOUTS:
                 raise await self._refuse(handshake, writer, Failure.TIMED_OUT, "bind: no peer connected") from None
         finally:
             listener.close()
+            if not arrived.done():
+                arrived.cancel()
         peer_reader, peer_writer = arrived.result()
         peer = peer_writer.get_extra_info("peername")
         await self._reply(handshake, writer, lambda: handshake.bind_connected(Address(peer[0], peer[1])))
@@ -474,10 +482,15 @@ class _UdpRelay(asyncio.DatagramProtocol):
     async def _forward(self, datagram: UdpDatagram) -> None:
         try:
             addresses = await self.server._resolve(datagram.address, self.client_ip)
-        except (PermissionError, OSError, TimeoutError):
+        except (PermissionError, OSError, UnicodeError, *_TIMEOUTS):
             self.server.stats.failures["udp denied"] += 1
             return
-        address, port = addresses[0]
+        family = self.transport.get_extra_info("socket").family if self.transport is not None else None
+        usable = [(a, p) for a, p in addresses if (a.version == 6) == (family == socket.AF_INET6)]
+        if not usable:
+            self.server.stats.failures["udp unreachable"] += 1
+            return
+        address, port = usable[0]
         if self.transport is not None:
             self.peers.add((str(address), port))
             self.transport.sendto(datagram.data, (str(address), port))
