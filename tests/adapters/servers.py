@@ -7,6 +7,7 @@ is closed (and its thread joined) when its context manager exits.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
@@ -178,7 +179,7 @@ SOCKS5_OK: Final = b"\x05\x00\x00\x01\x7f\x00\x00\x01\x04\x38"
 
 
 def pump(source: socket.socket | ssl.SSLSocket, sink: socket.socket | ssl.SSLSocket) -> None:
-    """Copy *source* to *sink* until EOF, then half-close *sink* (TLS: close_notify is not sent)."""
+    """Copy *source* to *sink* until EOF, then half-close *sink* (plain sockets; one thread per direction)."""
     try:
         while chunk := source.recv(65536):
             sink.sendall(chunk)
@@ -192,14 +193,37 @@ def pump(source: socket.socket | ssl.SSLSocket, sink: socket.socket | ssl.SSLSoc
 
 def tls_forwarder(files: TLSFiles, upstream: tuple[str, int]) -> Callable[[socket.socket], None]:
     """A handler that terminates TLS and forwards the plaintext to *upstream*: an ``https://`` proxy
-    when *upstream* is a plain HTTP or SOCKS proxy."""
+    when *upstream* is a plain HTTP or SOCKS proxy.
+
+    One thread drives both sockets (an SSL socket must not be read and written from two threads at
+    once). The client's EOF becomes a TCP half-close upstream; the upstream's EOF becomes a TLS
+    close_notify to the client.
+    """
     ctx = files.server_context()
 
     def handler(conn: socket.socket) -> None:
         with ctx.wrap_socket(conn, server_side=True) as tls, socket.create_connection(upstream, TIMEOUT) as up:
-            back = threading.Thread(target=pump, args=(up, tls), daemon=True)
-            back.start()
-            pump(tls, up)
-            back.join(TIMEOUT)
+            client_open = True
+            while True:
+                readable = [up] + ([tls] if client_open else [])
+                ready = [tls] if client_open and tls.pending() else []
+                if not ready:
+                    ready, _, _ = select.select(readable, [], [], TIMEOUT)
+                    if not ready:
+                        return  # idle for TIMEOUT: give up
+                if tls in ready:
+                    data = tls.recv(65536)
+                    if data:
+                        up.sendall(data)
+                    else:
+                        client_open = False
+                        up.shutdown(socket.SHUT_WR)
+                if up in ready:
+                    data = up.recv(65536)
+                    if not data:
+                        with contextlib.suppress(OSError, ssl.SSLError):
+                            tls.unwrap()  # close_notify: the client sees a clean EOF
+                        return
+                    tls.sendall(data)
 
     return handler
