@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
+
+from .adapters.servers import echo_server
+from .peer_servers import dante_server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
@@ -23,10 +29,27 @@ def test_readme_block_runs(index: int) -> None:
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
 
 
+def defined(name: str) -> Any:
+    """The object *name* that a README block defines."""
+    for index, block in enumerate(BLOCKS):
+        if f"def {name}(" in block:
+            namespace: dict[str, Any] = {}
+            exec(compile(block, f"README.md block {index}", "exec"), namespace)
+            return namespace[name]
+    raise AssertionError(f"README.md defines no {name}()")
+
+
+def test_readme_adapter_examples_through_a_real_proxy() -> None:
+    with dante_server() as proxy, echo_server() as target:  # dante passes half-close through
+        url = f"socks5h://{proxy.host}:{proxy.port}"
+        host, port = target.address
+        assert defined("sync_echo")(url, host, port) == b"hello\n"
+        assert asyncio.run(defined("asyncio_echo")(url, host, port)) == b"hello\n"
+        assert trio.run(defined("trio_echo"), url, host, port) == b"hello\n"
+
+
 def test_readme_socks5_client_against_a_scripted_proxy() -> None:
-    namespace: dict[str, object] = {}
-    exec(compile(BLOCKS[0], "README.md block 0", "exec"), namespace)
-    socks5_connect = namespace["socks5_connect"]
+    socks5_connect = defined("socks5_connect")
 
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
