@@ -8,6 +8,7 @@ connection report, and the logger.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -19,9 +20,12 @@ from socks_sansio import (
     Address,
     ClientHandshake,
     Command,
+    Host,
     ProxyProtocol,
     ProxyTimeoutError,
     ProxyURL,
+    RemoteProtocolError,
+    parse_udp_datagram,
     select_proxy,
 )
 
@@ -31,11 +35,13 @@ __all__ = [
     "Deadline",
     "Hop",
     "ProxySpec",
+    "advertised",
     "describe_target",
     "logger",
     "plan_hops",
     "proxies_from_environment",
     "to_proxies",
+    "unwrap_relay_datagram",
 ]
 
 logger: Final = logging.getLogger("socks_sansio.adapters")
@@ -155,3 +161,44 @@ def describe_target(host: str | bytes, port: int) -> Address:
     return Address(host, port)
 
 
+
+
+def _same_endpoint(source: tuple[object, ...], relay: tuple[object, ...]) -> bool:
+    try:
+        source_ip = ipaddress.ip_address(str(source[0]).partition("%")[0])
+        relay_ip = ipaddress.ip_address(str(relay[0]).partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(source_ip, ipaddress.IPv6Address) and source_ip.ipv4_mapped is not None:
+        source_ip = source_ip.ipv4_mapped
+    return source_ip == relay_ip and source[1] == relay[1]
+
+
+def unwrap_relay_datagram(
+    packet: bytes, source: tuple[object, ...], relay: tuple[object, ...]
+) -> tuple[bytes, Address] | None:
+    """The payload and original sender of a datagram from the SOCKS5 UDP relay.
+
+    ``None`` (logged at DEBUG) for what a client must drop: a datagram not from
+    the relay, a malformed header, or a fragment (FRAG != 0: no reassembly,
+    RFC 1928 §7).
+    """
+    if not _same_endpoint(source, relay):
+        logger.debug("UDP: dropped a datagram from %s, not from the relay %s", source[:2], relay[:2])
+        return None
+    try:
+        datagram = parse_udp_datagram(packet)
+    except RemoteProtocolError as exc:
+        logger.debug("UDP: dropped a malformed datagram: %s", exc.message)
+        return None
+    if datagram.is_fragment:
+        logger.debug("UDP: dropped a fragment (FRAG %d): no reassembly", datagram.fragment)
+        return None
+    return datagram.data, datagram.address
+
+
+def advertised(bound: Address, proxy_host: Host | str) -> Address:
+    """A BIND or UDP ASSOCIATE reply address; an unspecified host (0.0.0.0, ::) means the proxy's own."""
+    if isinstance(bound.host, ipaddress.IPv4Address | ipaddress.IPv6Address) and bound.host.is_unspecified:
+        return Address(proxy_host, bound.port)
+    return bound

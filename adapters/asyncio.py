@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import socket
 import ssl as _ssl
@@ -66,12 +65,10 @@ from socks_sansio import (
     ProxyProtocol,
     ProxyProtocolError,
     ProxyURL,
-    RemoteProtocolError,
     UdpDatagram,
     encode_frame,
     encode_udp_datagram,
     needs_local_resolution,
-    parse_udp_datagram,
 )
 from socks_sansio._http1 import HttpResponse, ResponseReader, encode_request
 
@@ -80,11 +77,13 @@ from ._common import (
     ConnectionInfo,
     Deadline,
     ProxySpec,
+    advertised,
     describe_target,
     logger,
     plan_hops,
     proxies_from_environment,
     to_proxies,
+    unwrap_relay_datagram,
 )
 
 __all__ = [
@@ -709,11 +708,9 @@ def _advertised(bound: Address | None, link: _Link, proxies: Sequence[ProxyURL])
     """
     if bound is None:  # pragma: no cover - a successful reply always carries one
         raise ProxyProtocolError("the proxy's reply carried no address", proxy=proxies[-1].redacted())
-    if bound.is_domain or not ipaddress.ip_address(bound.host_str).is_unspecified:
-        return bound
     if len(proxies) == 1:
-        return Address(str(link.transport.get_extra_info("peername")[0]).partition("%")[0], bound.port)
-    return Address(proxies[-1].address.host, bound.port)
+        return advertised(bound, str(link.transport.get_extra_info("peername")[0]).partition("%")[0])
+    return advertised(bound, proxies[-1].address.host)
 
 
 @final
@@ -832,13 +829,6 @@ async def open_bind(
 # ---------------------------------------------------------------- UDP ASSOCIATE
 
 
-def _same_host(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a.partition("%")[0]) == ipaddress.ip_address(b.partition("%")[0])
-    except ValueError:
-        return a == b
-
-
 @final
 class _DatagramReceiver(asyncio.DatagramProtocol):
     """Queues the payloads of datagrams that come from the relay, whole and unfragmented."""
@@ -848,20 +838,11 @@ class _DatagramReceiver(asyncio.DatagramProtocol):
         self.queue: asyncio.Queue[tuple[bytes, Address] | BaseException] = asyncio.Queue(_UDP_QUEUE_SIZE)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        host, port = str(addr[0]), addr[1]
-        if port != self.relay[1] or not _same_host(host, self.relay[0]):
-            logger.debug("asyncio: UDP: dropped a datagram from %s port %s, not from the relay", host, port)
+        received = unwrap_relay_datagram(data, addr, self.relay)
+        if received is None:
             return
         try:
-            datagram = parse_udp_datagram(data)
-        except RemoteProtocolError as exc:
-            logger.debug("asyncio: UDP: dropped a malformed datagram: %s", exc.message)
-            return
-        if datagram.is_fragment:
-            logger.debug("asyncio: UDP: dropped a fragment (FRAG %d): no reassembly", datagram.fragment)
-            return
-        try:
-            self.queue.put_nowait((datagram.data, datagram.address))
+            self.queue.put_nowait(received)
         except asyncio.QueueFull:
             logger.debug("asyncio: UDP: dropped a datagram: %d are waiting for recvfrom()", _UDP_QUEUE_SIZE)
 

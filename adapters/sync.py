@@ -61,12 +61,10 @@ from socks_sansio import (
     ProxyProtocol,
     ProxyTimeoutError,
     ProxyURL,
-    RemoteProtocolError,
     UdpDatagram,
     encode_frame,
     encode_udp_datagram,
     needs_local_resolution,
-    parse_udp_datagram,
 )
 from socks_sansio._http1 import HttpResponse, ResponseReader, encode_request
 
@@ -76,10 +74,12 @@ from ._common import (
     Deadline,
     Hop,
     ProxySpec,
+    advertised,
     logger,
     plan_hops,
     proxies_from_environment,
     to_proxies,
+    unwrap_relay_datagram,
 )
 
 __all__ = [
@@ -403,10 +403,6 @@ def wrap_tls(
 
 
 # ---------------------------------------------------------------------------- one call
-
-
-def _is_unspecified(address: Address) -> bool:
-    return isinstance(address.host, ipaddress.IPv4Address | ipaddress.IPv6Address) and address.host.is_unspecified
 
 
 @final
@@ -874,7 +870,7 @@ class BindListener:
         self.info = info
         bound = handshake.bound
         assert bound is not None  # the first reply arrived
-        self.address = Address(hop.proxy.address.host, bound.port) if _is_unspecified(bound) else bound
+        self.address = advertised(bound, hop.proxy.address.host)
         self.peer: Address | None = None
 
     def accept(self, timeout: float | None = None) -> SocketLike:
@@ -1032,18 +1028,9 @@ class UdpAssociation:
                     packet, source = self.udp.recvfrom(_UDP_MAX)
                 except BlockingIOError:
                     continue
-                if not self._from_relay(source):
-                    logger.debug("UDP: dropped a datagram from %s (not the relay)", source)
-                    continue
-                try:
-                    datagram = parse_udp_datagram(packet)
-                except RemoteProtocolError as exc:
-                    logger.debug("UDP: dropped a malformed datagram: %s", exc)
-                    continue
-                if datagram.is_fragment:
-                    logger.debug("UDP: dropped a fragment (FRAG %d)", datagram.fragment)
-                    continue
-                return datagram.data, datagram.address
+                received = unwrap_relay_datagram(packet, source, self._relay_sockaddr)
+                if received is not None:
+                    return received
 
     def _check_control(self) -> None:
         self.control.settimeout(0)
@@ -1058,10 +1045,6 @@ class UdpAssociation:
                 "the proxy closed the UDP association's control connection", proxy=self._proxy.redacted()
             )
         logger.debug("UDP: ignored %d octets on the control connection", len(data))
-
-    def _from_relay(self, source: tuple[str, int] | tuple[str, int, int, int]) -> bool:
-        want = self._relay_sockaddr
-        return ipaddress.ip_address(source[0]) == ipaddress.ip_address(want[0]) and source[1] == want[1]
 
     def close(self) -> None:
         """End the association: close the control connection and the UDP socket. Idempotent."""
@@ -1118,7 +1101,7 @@ def open_udp_association(
         call.handshake(control, handshake, hop, _established)
         bound = handshake.bound
         assert bound is not None
-        relay_host = control.getpeername()[0] if _is_unspecified(bound) else bound.host_str
+        relay_host = advertised(bound, control.getpeername()[0]).host_str
         relay = Address(relay_host, bound.port)
         family, _, _, _, sockaddr = socket.getaddrinfo(relay.host_str, relay.port, type=socket.SOCK_DGRAM)[0]
         relay_sockaddr = (str(sockaddr[0]), int(sockaddr[1]))

@@ -27,7 +27,6 @@ with frames, HTTP requests and timings), :func:`open_udp_association`
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import ssl as _ssl
 from collections.abc import Iterable, Sequence
@@ -49,12 +48,10 @@ from socks_sansio import (
     ProxyConnectionError,
     ProxyProtocol,
     ProxyURL,
-    RemoteProtocolError,
     UdpDatagram,
     encode_frame,
     encode_udp_datagram,
     needs_local_resolution,
-    parse_udp_datagram,
 )
 from socks_sansio._http1 import HttpResponse, ResponseReader, encode_request
 
@@ -64,10 +61,12 @@ from ._common import (
     Deadline,
     Hop,
     ProxySpec,
+    advertised,
     logger,
     plan_hops,
     proxies_from_environment,
     to_proxies,
+    unwrap_relay_datagram,
 )
 
 __all__ = [
@@ -630,13 +629,6 @@ class Tunnel:
 # -- BIND ----------------------------------------------------------------------------------------
 
 
-def _advertised(bound: Address, proxy_ip: str) -> Address:
-    """An unspecified reply address (0.0.0.0 or ::) means "the proxy's own address"."""
-    if not bound.is_domain and ipaddress.ip_address(bound.host_str).is_unspecified:
-        return Address(proxy_ip, bound.port)
-    return bound
-
-
 async def open_bind(
     proxy: ProxySpec | Sequence[ProxySpec],
     *,
@@ -700,7 +692,7 @@ class BindListener:
     def __init__(self, stream: trio.abc.Stream, handshake: ClientHandshake, proxy_ip: str) -> None:
         bound = handshake.bound
         assert bound is not None
-        self.address = _advertised(bound, proxy_ip)
+        self.address = advertised(bound, proxy_ip)
         self.peer: Address | None = handshake.bind_peer
         self._stream: trio.abc.Stream | None = stream
         self._handshake = handshake
@@ -795,7 +787,7 @@ async def open_udp_association(
             progress.step = "the proxy handshake"
             stream = await handshake_over(stream, handshake)
             assert handshake.bound is not None
-            relay = _advertised(handshake.bound, str(control.socket.getpeername()[0]))
+            relay = advertised(handshake.bound, str(control.socket.getpeername()[0]))
             progress.step = f"resolving the relay {relay}"
             ipv4 = control.socket.family == tsocket.AF_INET
             relay = await _resolve(relay, ipv4_only=ipv4, socktype=tsocket.SOCK_DGRAM)
@@ -854,18 +846,9 @@ class UdpAssociation:
         relay = self._relay_sockaddr
         while True:
             packet, source = await self.socket.recvfrom(65535)
-            if (str(source[0]), int(source[1])) != relay:
-                logger.debug("trio: dropped a datagram from %s, not from the relay", source[:2])
-                continue
-            try:
-                datagram = parse_udp_datagram(packet)
-            except RemoteProtocolError as exc:
-                logger.debug("trio: dropped a malformed datagram from the relay: %s", exc)
-                continue
-            if datagram.is_fragment:
-                logger.debug("trio: dropped a fragment (FRAG %d): no reassembly", datagram.fragment)
-                continue
-            return datagram.data, datagram.address
+            received = unwrap_relay_datagram(packet, source, relay)
+            if received is not None:
+                return received
 
     async def aclose(self) -> None:
         """Close the UDP socket and the control connection (the association ends)."""
