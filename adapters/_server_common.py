@@ -98,6 +98,7 @@ class ServerConfig:
 
 _ERRNO_FAILURES: Final = {
     errno.ECONNREFUSED: Failure.CONNECTION_REFUSED,
+    errno.ECONNRESET: Failure.CONNECTION_REFUSED,
     errno.ENETUNREACH: Failure.NETWORK_UNREACHABLE,
     errno.ENETDOWN: Failure.NETWORK_UNREACHABLE,
     errno.EHOSTUNREACH: Failure.HOST_UNREACHABLE,
@@ -110,7 +111,8 @@ _ERRNO_FAILURES: Final = {
 
 def failure_for(exc: BaseException) -> Failure:
     """The reply for a dial that raised *exc* (time-outs map to TIMED_OUT)."""
-    if isinstance(exc, TimeoutError):
+    # Python 3.10's asyncio.TimeoutError is not yet the builtin; it has the same name.
+    if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
         return Failure.TIMED_OUT
     if isinstance(exc, OSError) and exc.errno is not None:
         return _ERRNO_FAILURES.get(exc.errno, Failure.GENERAL_FAILURE)

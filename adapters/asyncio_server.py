@@ -20,7 +20,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final, cast
 
 from socks_sansio import (
     NEED_DATA,
@@ -210,7 +210,10 @@ class ProxyServer:
             if isinstance(event, TunnelRequested):
                 return event
             if isinstance(event, CredentialsReceived):
-                handshake.accept_credentials(self.config.check_credentials(event.username, event.password))
+                ok = await asyncio.to_thread(  # a hashed password costs PBKDF2: off the event loop
+                    self.config.check_credentials, event.username, event.password
+                )
+                handshake.accept_credentials(ok)
                 writer.write(handshake.data_to_send())
                 await writer.drain()
                 if handshake.must_close:
@@ -316,8 +319,11 @@ class ProxyServer:
         up_writer: asyncio.StreamWriter,
         handshake: ServerHandshake,
         counts: list[int],
+        *,
+        extra: bytes = b"",
     ) -> None:
         early, eof = handshake.trailing_data
+        early += extra  # BIND: what the client sent while we waited for the peer
         last = [time.monotonic()]
         try:
             if early:
@@ -395,11 +401,9 @@ class ProxyServer:
         try:
             bound = listener.sockets[0].getsockname()
             await self._reply(handshake, writer, lambda: handshake.accept(Address(bound[0], bound[1])))
-            # Bounded by bind_timeout; bytes the client sends meanwhile stay buffered for the relay.
-            try:
-                await asyncio.wait_for(asyncio.shield(arrived), self.config.bind_timeout)
-            except _TIMEOUTS:
-                raise await self._refuse(handshake, writer, Failure.TIMED_OUT, "bind: no peer connected") from None
+            early = await self._await_bind_peer(arrived, reader)
+            if early is None:
+                raise await self._refuse(handshake, writer, Failure.TIMED_OUT, "bind: no peer connected")
         finally:
             listener.close()
             if not arrived.done():
@@ -407,7 +411,36 @@ class ProxyServer:
         peer_reader, peer_writer = arrived.result()
         peer = peer_writer.get_extra_info("peername")
         await self._reply(handshake, writer, lambda: handshake.bind_connected(Address(peer[0], peer[1])))
-        await self._relay(reader, writer, peer_reader, peer_writer, handshake, counts)
+        await self._relay(reader, writer, peer_reader, peer_writer, handshake, counts, extra=early)
+
+    async def _await_bind_peer(
+        self, arrived: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]], reader: asyncio.StreamReader
+    ) -> bytes | None:
+        """Wait up to bind_timeout for BIND's peer while watching the client.
+
+        Returns the bytes the client sent meanwhile (they go to the peer first), or
+        ``None`` on time-out. A client that closes its connection ends the wait at once.
+        """
+        early = b""
+        deadline = time.monotonic() + self.config.bind_timeout
+        reading: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(_READ))
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                waiting: set[asyncio.Future[Any]] = {arrived, reading}
+                done, _ = await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if reading in done:
+                    data = reading.result()
+                    if not data:
+                        raise _Refused("bind: the client left before a peer connected")
+                    early += data
+                    reading = asyncio.ensure_future(reader.read(_READ))
+                if arrived in done:
+                    return early
+        finally:
+            reading.cancel()  # a pending StreamReader.read() gives up without consuming anything
 
     # -- UDP ASSOCIATE --------------------------------------------------------------------
 
@@ -449,8 +482,8 @@ class _UdpRelay(asyncio.DatagramProtocol):
         self.pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # Before Python 3.12 the loop's UDP transport does not derive from DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         host, port = str(addr[0]).split("%")[0], addr[1]

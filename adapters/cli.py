@@ -202,9 +202,16 @@ def _run_workers(config: ServerConfig, backend: str, workers: int) -> int:
 
 
 def _connect(args: argparse.Namespace) -> int:
+    from socks_sansio import LocalProtocolError, ProxyError
+
     from .sync import connect
 
-    with connect(args.host, args.port, proxy=args.proxy, timeout=args.timeout) as sock:
+    try:
+        sock = connect(args.host, args.port, proxy=args.proxy, timeout=args.timeout)
+    except (ProxyError, LocalProtocolError, OSError) as exc:
+        print(f"socks-sansio connect: {exc}", file=sys.stderr)
+        return 1
+    with sock:
         return _pipe_stdio(sock)
 
 

@@ -84,6 +84,9 @@ def _ip(host: object) -> IPAddress:
     return ipaddress.ip_address(str(host).split("%")[0])
 
 
+_CREDENTIAL_CHECKS: Final = trio.CapacityLimiter(4)
+
+
 class TrioProxyServer:
     """A proxy server on trio.
 
@@ -207,7 +210,9 @@ class TrioProxyServer:
     async def _accept_loop(self, listener: trio.SocketListener, clients: trio.Nursery) -> None:
         while True:
             try:
-                stream = await listener.accept()
+                # The address accept() returns survives a client that already reset;
+                # getpeername() on the accepted socket would not.
+                sock, peer = await listener.socket.accept()
             except OSError as exc:
                 if exc.errno not in _ACCEPT_RETRY_ERRNOS:
                     raise
@@ -216,13 +221,9 @@ class TrioProxyServer:
                 continue
             if self.stats.active >= self.config.max_clients:
                 self.stats.failures["busy"] += 1
-                stream.socket.close()  # refused at once: the server stays up for everyone else
+                sock.close()  # refused at once: the server stays up for everyone else
                 continue
-            try:
-                peer = stream.socket.getpeername()
-            except OSError:  # gone already
-                stream.socket.close()
-                continue
+            stream = trio.SocketStream(sock)
             self.stats.active += 1
             clients.start_soon(self._client, stream, (str(peer[0]), int(peer[1])))
 
@@ -309,7 +310,10 @@ class TrioProxyServer:
             if isinstance(event, TunnelRequested):
                 return event
             if isinstance(event, CredentialsReceived):
-                handshake.accept_credentials(self.config.check_credentials(event.username, event.password))
+                ok = await trio.to_thread.run_sync(  # a hashed password costs PBKDF2: off the event loop
+                    self.config.check_credentials, event.username, event.password, limiter=_CREDENTIAL_CHECKS
+                )
+                handshake.accept_credentials(ok)
                 await stream.send_all(handshake.data_to_send())
                 if handshake.must_close:
                     raise _Refused("authentication failed")
@@ -417,8 +421,11 @@ class TrioProxyServer:
         upstream: trio.SocketStream,
         handshake: ServerHandshake,
         counts: list[int],
+        *,
+        extra: bytes = b"",
     ) -> None:
         early, eof = handshake.trailing_data
+        early += extra  # BIND: what the client sent while we waited for the peer
         errors: list[BaseException] = []
         try:
             if early:
@@ -480,11 +487,34 @@ class TrioProxyServer:
             listener.listen(1)
             bound = listener.getsockname()
             await _reply(stream, handshake, lambda: handshake.accept(Address(bound[0], bound[1])))
-            # Bounded by bind_timeout; bytes the client sends meanwhile stay in its socket for the relay.
+            # Wait up to bind_timeout for the peer while watching the client: what it sends
+            # meanwhile goes to the peer first, and a client that leaves ends the wait.
             accepted: tuple[trio.socket.SocketType, Any] | None = None
-            with trio.move_on_after(self.config.bind_timeout):
+            early = bytearray()
+            client_left = False
+
+            async def wait_for_peer() -> None:
+                nonlocal accepted
                 accepted = await listener.accept()
+                race.cancel_scope.cancel()
+
+            async def watch_client() -> None:
+                nonlocal client_left
+                try:
+                    while data := await stream.receive_some(_READ):
+                        early.extend(data)
+                except (trio.BrokenResourceError, OSError):
+                    pass
+                client_left = True
+                race.cancel_scope.cancel()
+
+            async with trio.open_nursery() as race:
+                race.cancel_scope.deadline = trio.current_time() + self.config.bind_timeout
+                race.start_soon(wait_for_peer)
+                race.start_soon(watch_client)
             if accepted is None:
+                if client_left:
+                    raise _Refused("bind: the client left before a peer connected")
                 raise await self._refuse(handshake, stream, Failure.TIMED_OUT, "bind: no peer connected")
         finally:
             listener.close()  # BIND accepts exactly one connection
@@ -495,7 +525,7 @@ class TrioProxyServer:
         except BaseException:
             peer_stream.socket.close()
             raise
-        await self._relay(stream, peer_stream, handshake, counts)
+        await self._relay(stream, peer_stream, handshake, counts, extra=bytes(early))
 
     # -- UDP ASSOCIATE --------------------------------------------------------------------
 

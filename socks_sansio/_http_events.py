@@ -132,8 +132,15 @@ def _target(value: Address | str | bytes) -> Address:
 
 
 def _same_authority(value: bytes, target: Address) -> bool:
+    """Whether a Host value names the CONNECT target: ``host:port``, or ``host`` alone.
+
+    RFC 9112 §3.2 asks clients for the whole authority, port included, and
+    ours send that; some (PySocks) send the host alone. The request target is
+    what counts for CONNECT (RFC 9112 §3.2.3), so a Host without a port is
+    accepted when its host matches, and a Host naming another port or host is not.
+    """
     try:
-        other = Address.parse_authority(value)
+        other = Address.parse_authority(value, default_port=target.port)
     except LocalProtocolError:
         return False
     if isinstance(other.host, bytes) and isinstance(target.host, bytes):
@@ -177,7 +184,7 @@ class ConnectRequest:
         elif not _same_authority(hosts[0], self.target):
             raise LocalProtocolError(
                 f"Host {hosts[0]!r} does not name the CONNECT target {self.target.authority} "
-                "(they must be equal, port included)"
+                "(it must be the same host, and the same port if it has one)"
             )
 
     def get(self, name: str | bytes) -> bytes | None:

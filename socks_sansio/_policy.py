@@ -38,7 +38,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _HASH_PREFIX: Final = "pbkdf2_sha256$"
 _DEFAULT_ITERATIONS: Final = 200_000
-_DUMMY: Final = _HASH_PREFIX + "1$00$" + "00" * 32
 
 
 @final
@@ -50,7 +49,7 @@ class UserDatabase:
             :meth:`hash_password`). Names and passwords are UTF-8 on the wire.
     """
 
-    __slots__ = ("_cache", "_users")
+    __slots__ = ("_cache", "_dummy", "_users")
 
     def __init__(self, users: Mapping[str | bytes, str]) -> None:
         self._users: dict[bytes, str] = {}
@@ -62,6 +61,9 @@ class UserDatabase:
                 _parse_hash(stored)  # refuse a malformed hash now, not at the first login
             self._users[key] = stored
         self._cache: dict[bytes, bytes] = {}
+        # Checked for unknown names, so that they cost what a wrong password for a known one costs.
+        hashed = [_parse_hash(v)[0] for v in self._users.values() if v.startswith(_HASH_PREFIX)]
+        self._dummy = f"{_HASH_PREFIX}{max(hashed)}$00${'00' * 32}" if hashed else "\0" * 16
 
     def __len__(self) -> int:
         return len(self._users)
@@ -101,8 +103,11 @@ class UserDatabase:
     def check(self, username: bytes, password: bytes) -> bool:
         """Whether *password* is *username*'s password (constant-time comparison)."""
         stored = self._users.get(username)
-        if stored is None:
-            _verify(_DUMMY, password)  # the same work for a name that does not exist
+        if stored is None:  # the same work for a name that does not exist
+            if self._dummy.startswith(_HASH_PREFIX):
+                _verify(self._dummy, password)
+            else:
+                hmac.compare_digest(self._dummy.encode(), password)
             return False
         if not stored.startswith(_HASH_PREFIX):
             return hmac.compare_digest(stored.encode(), password)

@@ -90,7 +90,13 @@ def test_request_accepts_an_equal_host(host: str) -> None:
     assert request.headers == ((b"host", host.encode()),)
 
 
-@pytest.mark.parametrize("host", ["example.com", "example.com:80", "other.com:443", "[::1]:443", "x y"])
+def test_request_accepts_a_host_without_its_port() -> None:
+    # PySocks sends "Host: example.com" for "CONNECT example.com:443": the request target decides.
+    request = ConnectRequest(target=TARGET, headers=[("Host", "example.com")])
+    assert request.get("host") == b"example.com"
+
+
+@pytest.mark.parametrize("host", ["example.com:80", "other.com:443", "other.com", "[::1]:443", "x y"])
 def test_request_refuses_a_different_host(host: str) -> None:
     with pytest.raises(LocalProtocolError, match="does not name the CONNECT target"):
         ConnectRequest(target=TARGET, headers=[("Host", host)])
