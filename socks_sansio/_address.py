@@ -42,9 +42,13 @@ def _to_host(value: object) -> Host:
         if value.isascii():
             return value.encode("ascii")
         try:
-            return value.encode("idna")
+            encoded = value.encode("idna")
         except UnicodeError as exc:
             raise LocalProtocolError(f"host {value!r} is not a valid internationalised domain name: {exc}") from None
+        try:  # IDNA maps e.g. fullwidth digits to ASCII: the result may spell an IP address
+            return ipaddress.ip_address(encoded.decode("ascii"))
+        except ValueError:
+            return encoded
     raise TypeError(f"host must be str, bytes or an ipaddress address, not {type(value).__name__}")
 
 

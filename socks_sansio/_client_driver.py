@@ -319,6 +319,8 @@ class ClientHandshake:
         return self._conn.send(ConnectRequest(target=self._target, headers=tuple(headers)))  # type: ignore[arg-type]
 
     def _http_react(self, event: ConnectResponse) -> None:
+        if event.is_interim:
+            return  # 1xx: the final response is still to come
         if event.succeeded:
             self._status = HandshakeStatus.ESTABLISHED
             return

@@ -156,8 +156,10 @@ class ServerHandshake:
     __slots__ = (
         "_allow_socks4",
         "_auth_required",
+        "_closed_reported",
         "_conn",
         "_deferred",
+        "_eof_pending",
         "_max_head_size",
         "_out",
         "_pending",
@@ -194,6 +196,8 @@ class ServerHandshake:
         self._username: bytes | None = None
         # HTTP: the request whose credentials the application is checking.
         self._deferred: TunnelRequested | None = None
+        self._eof_pending = False  # EOF that came before the protocol was known
+        self._closed_reported = False
 
     @property
     def protocol(self) -> ProxyProtocol | None:
@@ -231,7 +235,9 @@ class ServerHandshake:
         """Buffer octets from the client (``b""`` = EOF); then call :meth:`next_event`."""
         if self._conn is None:
             if not data:
-                self._status = ServerStatus.CLOSED
+                self._eof_pending = True
+                if not self._pending:
+                    self._status = ServerStatus.CLOSED
                 return
             self._pending += data
             return
@@ -253,8 +259,8 @@ class ServerHandshake:
             deferred, self._deferred = self._deferred, None
             return self._requested(deferred.command, deferred.target)
         if self._status is not ServerStatus.NEGOTIATING:
-            if self._status is ServerStatus.CLOSED and self._conn is None and not self._pending:
-                self._status = ServerStatus.CLOSED
+            if self._status is ServerStatus.CLOSED and self._conn is None and not self._closed_reported:
+                self._closed_reported = True  # reported once, then PAUSED like every terminal state
                 return ClientClosed()
             return PAUSED
         if self._conn is None and not self._start():
@@ -303,6 +309,8 @@ class ServerHandshake:
             self._conn = HttpConnectConnection(SERVER, max_head_size=self._max_head_size)
         self._conn.receive_data(bytes(self._pending))
         self._pending.clear()
+        if self._eof_pending:
+            self._conn.receive_data(b"")
         return True
 
     # -- reacting to the client ----------------------------------------------------------

@@ -178,8 +178,8 @@ def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
     A failure reply is reported with its REP even when the rest of it is
     malformed, or truncated by the server closing the connection (*eof*): the
     code is what the caller needs, and servers in the field send such replies.
-    Its ``bound`` is then :data:`UNSPECIFIED_ADDRESS`, and the octets after VER
-    REP are consumed.
+    Its ``bound`` is then :data:`UNSPECIFIED_ADDRESS`; a malformed address
+    consumes VER REP RSV ATYP only, a truncated reply everything received.
     """
     _check_version(buf, "the reply", None)
     have = len(buf)
@@ -199,7 +199,9 @@ def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
     try:
         parsed = parse_address(buf, 3) if have >= 3 else 4
     except RemoteProtocolError:
-        return CommandReply(code=code), have
+        # Bad ATYP or address: consume VER REP RSV ATYP (a fixed length, so what is
+        # left in trailing_data does not depend on how the bytes were split).
+        return CommandReply(code=code), 4
     if isinstance(parsed, int):
         return (CommandReply(code=code), have) if eof else parsed
     return CommandReply(code=code, bound=parsed[0]), parsed[1]

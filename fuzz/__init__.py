@@ -1,0 +1,1 @@
+"""Fuzz targets and runners for socks-sansio; see fuzz/README.md."""
