@@ -35,10 +35,11 @@ def _to_host(value: object) -> Host:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if isinstance(value, str):
-        try:
-            return ipaddress.ip_address(value)
-        except ValueError:
-            pass
+        if ":" in value or value[-1:].isdigit():  # only these can be IP literals: skip two ValueErrors
+            try:
+                return ipaddress.ip_address(value)
+            except ValueError:
+                pass
         if value.isascii():
             return value.encode("ascii")
         try:

@@ -64,6 +64,9 @@ __all__ = [
 class Socks4State(enum.Enum):
     """Where a SOCKS4 conversation stands. Both ends agree on it."""
 
+    # Members are singletons: identity hashing is correct, and much cheaper than Enum's.
+    __hash__ = object.__hash__
+
     #: The client has to send its request (SOCKS4 "CONNECT" / "BIND").
     AWAIT_REQUEST = "AWAIT_REQUEST"
     #: The server has to reply to the request.
@@ -83,6 +86,9 @@ class Socks4State(enum.Enum):
 
 class Input(enum.Enum):
     """What an event means for the conversation (the key into :data:`TRANSITIONS`)."""
+
+    # Members are singletons: identity hashing is correct, and much cheaper than Enum's.
+    __hash__ = object.__hash__
 
     REQUEST = enum.auto()
     CONNECT_GRANTED = enum.auto()

@@ -1,0 +1,103 @@
+"""Command line runner: ``python -m bench [--quick] [--json FILE] [--only NAME[,NAME]] [--list]``.
+
+Imports every benchmark module (each registers itself in
+:data:`bench.common.REGISTRY`), runs the selected benchmarks in registration
+order, prints one table per result and optionally writes all results as JSON.
+A benchmark that raises :class:`bench.common.BenchSkipped` is reported as
+skipped; any other exception is reported and makes the exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+import traceback
+
+from bench.common import REGISTRY, BenchSkipped, Result, print_table, write_json
+
+# Benchmark modules, imported in this order; a missing optional module is skipped.
+MODULES = ("bench.codec", "bench.clients", "bench.server")
+
+
+def load_modules() -> list[str]:
+    """Import the benchmark modules that exist; return their names."""
+    loaded = []
+    for name in MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name)
+        loaded.append(name)
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (whole suite under a minute)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--only", metavar="NAME[,NAME]", help="run only these benchmarks (see --list)")
+    parser.add_argument("--list", action="store_true", help="list benchmark names and exit")
+    args = parser.parse_args(argv)
+
+    load_modules()
+    if args.list:
+        for bench in REGISTRY.values():
+            print(f"{bench.name:<24} {bench.description}")
+        return 0
+
+    names = list(REGISTRY)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in REGISTRY]
+        if unknown:
+            parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+        names = wanted
+
+    results: list[Result] = []
+    skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    produced: dict[str, list[str]] = {}
+    mode = "quick" if args.quick else "full"
+    print(f"socks-sansio benchmarks ({mode}): {', '.join(names)}", flush=True)
+    for name in names:
+        start = time.perf_counter()
+        print(f"\n### {name}", flush=True)
+        try:
+            got = REGISTRY[name].run(args.quick)
+        except BenchSkipped as exc:
+            skipped[name] = str(exc)
+            print(f"   skipped: {exc}", flush=True)
+        except Exception as exc:
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        else:
+            results.extend(got)
+            produced[name] = [r.name for r in got]
+            print_table(got)
+        timings[name] = round(time.perf_counter() - start, 3)
+        print(f"   ({name}: {timings[name]:.1f} s)", flush=True)
+
+    if args.json:
+        write_json(
+            results,
+            args.json,
+            meta={
+                "mode": mode,
+                "benchmarks": names,
+                "results_by_benchmark": produced,
+                "skipped": skipped,
+                "failed": failed,
+                "seconds": timings,
+            },
+        )
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""Client adapter benchmarks: connects per second through one local SOCKS5 proxy.
+
+One connect = open a tunnel to a local echo server through the proxy (TCP
+connect to the proxy + SOCKS5 NO_AUTH handshake), one 4-octet echo round trip,
+close. Connects are sequential, so the figure is the inverse of the latency
+of the whole client path; the proxy and the echo server are the same for every
+client, each in its own process, so the client process measures only itself.
+
+Clients, grouped by I/O model (one result each, so ratios compare like with like):
+
+* sync: ``socks_sansio.adapters.sync.connect`` vs python-socks
+  (``python_socks.sync.Proxy.connect``) and PySocks (``socks.socksocket``);
+* asyncio: ``socks_sansio.adapters.asyncio.open_connection`` vs python-socks
+  (``python_socks.async_.asyncio.Proxy.connect`` + ``asyncio.open_connection(sock=...)``);
+* trio: ``socks_sansio.adapters.trio.open_tcp_stream`` vs python-socks
+  (``python_socks.async_.trio.Proxy.connect`` + ``trio.SocketStream``).
+
+Proxies: our server (``python -m socks_sansio serve``, asyncio backend) and,
+when installed and not ``--quick``, microsocks. A slower proxy adds the same
+latency to every client and so pulls every ratio towards 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from bench.common import BenchSkipped, Result, median, register
+
+HOST = "127.0.0.1"
+MESSAGE = b"ping"
+START_TIMEOUT = 15.0
+
+# A tiny asyncio echo server; prints its port on stdout.
+ECHO_SERVER = r"""
+import asyncio, sys
+async def handle(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+# ----------------------------------------------------------------- processes
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _read_line_matching(proc: subprocess.Popen[bytes], stream_name: str, pattern: str, timeout: float) -> re.Match[str]:
+    """Read *stream_name* of *proc* (bounded) until a line matches *pattern*."""
+    stream = getattr(proc, stream_name)
+    deadline = time.monotonic() + timeout
+    seen = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        buf = b""
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(stream.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace")
+                seen.append(text)
+                match = re.search(pattern, text)
+                if match:
+                    return match
+    raise RuntimeError(f"process did not print {pattern!r} within {timeout} s; output: {seen[-10:]!r}")
+
+
+@contextlib.contextmanager
+def echo_server() -> Iterator[Proc]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        match = _read_line_matching(proc, "stdout", r"^(\d+)$", START_TIMEOUT)
+        yield Proc("echo", proc, int(match[1]))
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def our_proxy() -> Iterator[Proc]:
+    argv = [sys.executable, "-m", "socks_sansio", "serve", "--listen", f"{HOST}:0", "--log-level", "warning"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        match = _read_line_matching(proc, "stderr", r"listening on [^ ]*?:(\d+)", START_TIMEOUT)
+        # Keep draining stderr is unnecessary at log level warning; close our end only at exit.
+        yield Proc("socks_sansio serve", proc, int(match[1]))
+    finally:
+        _stop(proc)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@contextlib.contextmanager
+def microsocks_proxy() -> Iterator[Proc]:
+    binary = next((p for p in ("/usr/bin/microsocks", "/usr/local/bin/microsocks") if os.access(p, os.X_OK)), None)
+    if binary is None:
+        raise BenchSkipped("microsocks is not installed")
+    for _ in range(3):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [binary, "-i", HOST, "-p", str(port), "-b", HOST],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        if _wait_port(port, proc, START_TIMEOUT):
+            try:
+                yield Proc("microsocks", proc, port)
+            finally:
+                _stop(proc)
+            return
+        _stop(proc)
+    raise BenchSkipped("microsocks did not start")
+
+
+# ------------------------------------------------------------------- clients
+
+SyncClient = Callable[[str, int, int], None]  # (proxy_url, echo_port, count)
+AsyncClient = Callable[[str, int, int], Awaitable[None]]
+
+
+def ours_sync(proxy: str, port: int, count: int) -> None:
+    from socks_sansio.adapters.sync import connect
+
+    def one() -> None:
+        sock = connect(HOST, port, proxy=proxy, timeout=10)
+        try:
+            sock.sendall(MESSAGE)
+            _recv_exactly(sock, len(MESSAGE))
+        finally:
+            sock.close()
+
+    for _ in range(count):
+        _retry("ours_sync", one)
+
+
+def python_socks_sync(proxy: str, port: int, count: int) -> None:
+    from python_socks.sync import Proxy
+
+    def one() -> None:
+        sock = Proxy.from_url(proxy).connect(HOST, port, timeout=10)
+        try:
+            sock.sendall(MESSAGE)
+            _recv_exactly(sock, len(MESSAGE))
+        finally:
+            sock.close()
+
+    for _ in range(count):
+        _retry("python_socks_sync", one)
+
+
+def pysocks_sync(proxy: str, port: int, count: int) -> None:
+    import socks  # type: ignore[import-untyped]  # PySocks
+
+    host, _, proxy_port = proxy.rpartition("/")[2].rpartition(":")
+    def one() -> None:
+        sock = socks.socksocket()
+        try:
+            sock.set_proxy(socks.SOCKS5, host, int(proxy_port), rdns=True)
+            sock.settimeout(10)
+            sock.connect((HOST, port))
+            sock.sendall(MESSAGE)
+            _recv_exactly(sock, len(MESSAGE))
+        finally:
+            sock.close()
+
+    for _ in range(count):
+        _retry("pysocks_sync", one)
+
+
+MAX_RETRIES = 3
+ERRORS: dict[str, int] = {}
+
+
+def _retry(name: str, one: Callable[[], None]) -> None:
+    """Run one connect; retry a transient failure (counted in ERRORS, reported in the notes)."""
+    for attempt in range(MAX_RETRIES + 1):
+        try:
+            one()
+            return
+        except Exception:
+            if attempt == MAX_RETRIES:
+                raise
+            ERRORS[name] = ERRORS.get(name, 0) + 1
+
+
+async def _aretry(name: str, one: Callable[[], Awaitable[None]]) -> None:
+    for attempt in range(MAX_RETRIES + 1):
+        try:
+            await one()
+            return
+        except Exception:
+            if attempt == MAX_RETRIES:
+                raise
+            ERRORS[name] = ERRORS.get(name, 0) + 1
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("echo server closed early")
+        data += chunk
+    return data
+
+
+async def ours_asyncio(proxy: str, port: int, count: int) -> None:
+    from socks_sansio.adapters.asyncio import open_connection
+
+    async def one() -> None:
+        reader, writer = await open_connection(HOST, port, proxy=proxy, timeout=10)
+        try:
+            writer.write(MESSAGE)
+            await reader.readexactly(len(MESSAGE))
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    for _ in range(count):
+        await _aretry("ours_asyncio", one)
+
+
+async def python_socks_asyncio(proxy: str, port: int, count: int) -> None:
+    from python_socks.async_.asyncio import Proxy
+
+    async def one() -> None:
+        sock = await Proxy.from_url(proxy).connect(HOST, port, timeout=10)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            writer.write(MESSAGE)
+            await reader.readexactly(len(MESSAGE))
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    for _ in range(count):
+        await _aretry("python_socks_asyncio", one)
+
+
+async def ours_trio(proxy: str, port: int, count: int) -> None:
+    from socks_sansio.adapters.trio import open_tcp_stream
+
+    async def one() -> None:
+        stream = await open_tcp_stream(HOST, port, proxy=proxy, timeout=10)
+        try:
+            await stream.send_all(MESSAGE)
+            await _trio_receive_exactly(stream, len(MESSAGE))
+        finally:
+            await stream.aclose()
+
+    for _ in range(count):
+        await _aretry("ours_trio", one)
+
+
+async def python_socks_trio(proxy: str, port: int, count: int) -> None:
+    import trio
+    from python_socks.async_.trio import Proxy
+
+    async def one() -> None:
+        sock = await Proxy.from_url(proxy).connect(HOST, port, timeout=10)
+        stream = trio.SocketStream(sock)
+        try:
+            await stream.send_all(MESSAGE)
+            await _trio_receive_exactly(stream, len(MESSAGE))
+        finally:
+            await stream.aclose()
+
+    for _ in range(count):
+        await _aretry("python_socks_trio", one)
+
+
+async def _trio_receive_exactly(stream: object, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = await stream.receive_some(n - len(data))  # type: ignore[attr-defined]
+        if not chunk:
+            raise ConnectionError("echo server closed early")
+        data += chunk
+    return data
+
+
+def _run_async(fn: AsyncClient, kind: str, proxy: str, port: int, count: int) -> float:
+    """Seconds taken by *count* connects, measured inside the event loop."""
+
+    async def timed() -> float:
+        start = time.perf_counter()
+        await fn(proxy, port, count)
+        return time.perf_counter() - start
+
+    if kind == "asyncio":
+        return asyncio.run(timed())
+    import trio
+
+    return trio.run(timed)
+
+
+def _run_sync(fn: SyncClient, proxy: str, port: int, count: int) -> float:
+    start = time.perf_counter()
+    fn(proxy, port, count)
+    return time.perf_counter() - start
+
+
+GROUPS: dict[str, tuple[dict[str, SyncClient | AsyncClient], dict[str, SyncClient | AsyncClient]]] = {
+    "sync": ({"sync.connect": ours_sync}, {"python_socks.sync": python_socks_sync, "PySocks": pysocks_sync}),
+    "asyncio": ({"asyncio.open_connection": ours_asyncio}, {"python_socks.asyncio": python_socks_asyncio}),
+    "trio": ({"trio.open_tcp_stream": ours_trio}, {"python_socks.trio": python_socks_trio}),
+}
+
+
+def _measure_group(
+    kind: str, proxy_url: str, echo_port: int, count: int, repeat: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    ours_fns, peer_fns = GROUPS[kind]
+    everything = {**{("ours", k): v for k, v in ours_fns.items()}, **{("peer", k): v for k, v in peer_fns.items()}}
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in everything}
+
+    def once(fn: SyncClient | AsyncClient, n: int) -> float:
+        if kind == "sync":
+            return _run_sync(fn, proxy_url, echo_port, n)  # type: ignore[arg-type]
+        return _run_async(fn, kind, proxy_url, echo_port, n)  # type: ignore[arg-type]
+
+    for fn in everything.values():  # warm-up: imports, first connections
+        once(fn, 3)
+    # Interleave the repeats so a burst of load on a shared machine hits everyone.
+    for _ in range(repeat):
+        for key, fn in everything.items():
+            times[key].append(once(fn, count))
+    ours = {k: count / median(times[("ours", k)]) for k in ours_fns}
+    peers = {k: count / median(times[("peer", k)]) for k in peer_fns}
+    return ours, peers
+
+
+def client_results(quick: bool) -> list[Result]:
+    count, repeat = (40, 3) if quick else (200, 5)
+    proxies: list[Callable[[], contextlib.AbstractContextManager[Proc]]] = [our_proxy]
+    if not quick:
+        proxies.append(microsocks_proxy)
+    results = []
+    with echo_server() as echo:
+        for start_proxy in proxies:
+            try:
+                with start_proxy() as proxy:
+                    url = f"socks5://{HOST}:{proxy.port}"  # the target is an IP literal: no resolution either way
+                    for kind in GROUPS:
+                        ERRORS.clear()
+                        ours, peers = _measure_group(kind, url, echo.port, count, repeat)
+                        retried = f"; retried failed connects: {dict(ERRORS)}" if ERRORS else ""
+                        suffix = "" if proxy.name == "socks_sansio serve" else f"_via_{proxy.name}"
+                        results.append(
+                            Result(
+                                name=f"clients_{kind}{suffix}",
+                                unit="connects/s",
+                                ours=ours,
+                                peers=peers,
+                                targets={p: 1.2 for p in peers if p.startswith("python_socks")},
+                                notes=f"sequential connect + 4-octet echo + close through {proxy.name}, "
+                                f"{count} connects x {repeat} repeats{retried}",
+                            )
+                        )
+            except BenchSkipped as exc:
+                print(f"   (proxy skipped: {exc})", flush=True)
+    if not results:
+        raise BenchSkipped("no proxy could be started")
+    return results
+
+
+register("clients", lambda: client_results(True), lambda: client_results(False),
+         "client adapters (sync/asyncio/trio) connects/s vs python-socks and PySocks through one local proxy")
