@@ -322,39 +322,46 @@ class ProxyServer:
         *,
         extra: bytes = b"",
     ) -> None:
-        early, eof = handshake.trailing_data
-        early += extra  # BIND: what the client sent while we waited for the peer
+        """Relay both ways until both directions ended (EOF passed through) or the tunnel idles.
+
+        The streams are only used up to here: the relay hands both transports to
+        :class:`_RelaySide` protocols, which receive into one shared buffer and
+        write straight to the other transport, with the transports' own flow
+        control (a full write buffer pauses reading on the other side).
+        """
+        loop = asyncio.get_running_loop()
         last = [time.monotonic()]
         try:
+            early, eof = handshake.trailing_data
+            early += extra + _take_buffered(reader)  # BIND: bytes sent while we waited for the peer
+            eof = eof or reader.at_eof()
             if early:
                 up_writer.write(early)
                 counts[0] += len(early)
+            first_down = _take_buffered(up_reader)
+            if first_down:
+                writer.write(first_down)
+                counts[1] += len(first_down)
+            up_done: asyncio.Future[None] = loop.create_future()
+            down_done: asyncio.Future[None] = loop.create_future()
+            client = _RelaySide(writer.transport, self.config.buffer_size, counts, 0, last, up_done)
+            upstream = _RelaySide(up_writer.transport, self.config.buffer_size, counts, 1, last, down_done)
+            client.peer, upstream.peer = upstream, client
+            for side in (client, upstream):
+                side.transport.set_protocol(side)
+                side.transport.set_write_buffer_limits(high=4 * self.config.buffer_size)
             if eof:
-                _write_eof(up_writer)
-            tasks = [asyncio.create_task(self._copy(up_reader, writer, counts, 1, last))]
-            if not eof:
-                tasks.append(asyncio.create_task(self._copy(reader, up_writer, counts, 0, last)))
-            await self._until_done_or_idle(tasks, last)
+                client.eof_received()
+                client.transport.pause_reading()
+            elif not client.transport.is_reading():
+                client.transport.resume_reading()
+            if not upstream.transport.is_reading():
+                upstream.transport.resume_reading()
+            await self._until_done_or_idle([down_done] if eof else [up_done, down_done], last)
         finally:
             _abort_or_close(up_writer)
 
-    async def _copy(
-        self,
-        source: asyncio.StreamReader,
-        sink: asyncio.StreamWriter,
-        counts: list[int],
-        index: int,
-        last: list[float],
-    ) -> None:
-        size = self.config.buffer_size
-        while data := await source.read(size):
-            sink.write(data)
-            counts[index] += len(data)
-            last[0] = time.monotonic()
-            await sink.drain()
-        _write_eof(sink)
-
-    async def _until_done_or_idle(self, tasks: list[asyncio.Task[None]], last: list[float]) -> None:
+    async def _until_done_or_idle(self, tasks: list[asyncio.Future[None]], last: list[float]) -> None:
         idle = self.config.idle_timeout
         try:
             while True:
@@ -534,18 +541,92 @@ class _UdpRelay(asyncio.DatagramProtocol):
             task.cancel()
 
 
+_SHARED_BUFFER: list[memoryview] = []
+
+
+def _take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """Bytes a StreamReader holds already, without waiting (the relay takes over its transport).
+
+    asyncio has no public call for this; ``_buffer`` has been the StreamReader's
+    buffer in every CPython since 3.4. Without it, nothing is buffered beyond what
+    the handshake read, except in the rare case of a client sending more than one
+    read's worth before our reply.
+    """
+    buffered = getattr(reader, "_buffer", None)
+    if not isinstance(buffered, bytearray) or not buffered:
+        return b""
+    data = bytes(buffered)
+    buffered.clear()
+    return data
+
+
+class _RelaySide(asyncio.BufferedProtocol):
+    """The protocol of one end of a tunnel: what it receives goes to the other end's transport."""
+
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        size: int,
+        counts: list[int],
+        index: int,
+        last: list[float],
+        done: asyncio.Future[None],
+    ) -> None:
+        self.transport = cast(Any, transport)  # a selector socket transport: reading and writing
+        self.peer: _RelaySide | None = None
+        if not _SHARED_BUFFER or len(_SHARED_BUFFER[0]) != size:
+            _SHARED_BUFFER[:] = [memoryview(bytearray(size))]
+        self.counts, self.index, self.last, self.done = counts, index, last, done
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _SHARED_BUFFER[0]  # one buffer for every tunnel: idle tunnels hold none
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self.peer is not None
+        sink = self.peer.transport
+        sink.write(_SHARED_BUFFER[0][:nbytes])
+        if sink.get_write_buffer_size():  # the transport may keep a reference to it: never reuse
+            _SHARED_BUFFER[0] = memoryview(bytearray(len(_SHARED_BUFFER[0])))
+        self.counts[self.index] += nbytes
+        self.last[0] = time.monotonic()
+
+    def eof_received(self) -> bool:
+        assert self.peer is not None
+        sink = self.peer.transport
+        with contextlib.suppress(OSError, RuntimeError):
+            if sink.can_write_eof() and not sink.is_closing():
+                sink.write_eof()  # half-close passes through
+        if not self.done.done():
+            self.done.set_result(None)
+        return True  # keep the other direction open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        assert self.peer is not None
+        for future in (self.done, self.peer.done):
+            if not future.done():
+                if exc is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(exc)
+
+    def pause_writing(self) -> None:  # our write buffer is full: stop reading the other side
+        assert self.peer is not None
+        with contextlib.suppress(RuntimeError):
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self.peer is not None
+        with contextlib.suppress(RuntimeError):
+            if not self.peer.done.done():
+                self.peer.transport.resume_reading()
+
+
 async def _write_quietly(writer: asyncio.StreamWriter, data: bytes) -> None:
     if not data:
         return
     with contextlib.suppress(OSError, RuntimeError):
         writer.write(data)
         await writer.drain()
-
-
-def _write_eof(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, RuntimeError):
-        if writer.can_write_eof() and not writer.is_closing():
-            writer.write_eof()
 
 
 def _abort_or_close(writer: asyncio.StreamWriter) -> None:
