@@ -85,6 +85,7 @@ from ._common import (
     to_proxies,
     unwrap_relay_datagram,
 )
+from ._failover import Failures, RetryPolicy, candidates_for, plan_failover
 
 __all__ = [
     "BindListener",
@@ -376,6 +377,8 @@ async def _connect(
     nodelay: bool,
     keepalive: bool,
     limit: int,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> _Opened:
     deadline = Deadline(timeout)
     context = _tls_context(ssl)
@@ -392,8 +395,24 @@ async def _connect(
         keepalive=keepalive,
         limit=limit,
     )
-    progress = _Progress()
-    return await _within(deadline, progress, _open(target, proxies, options, progress))
+    if failover is None and retry is None:
+        progress = _Progress()
+        return await _within(deadline, progress, _open(target, proxies, options, progress))
+    policy = retry or RetryPolicy()
+    failures = Failures(policy)
+    for step in plan_failover(candidates_for(proxy, failover, lambda: proxies), policy, deadline.remaining):
+        if step.delay:
+            logger.debug("asyncio: failover: waiting %.3f s before round %d", step.delay, step.round)
+            await asyncio.sleep(step.delay)
+        logger.debug("asyncio: failover attempt %d (round %d) via %s", step.number, step.round, step.describe())
+        progress = _Progress()
+        try:
+            return await _within(deadline, progress, _open(target, step.chain, options, progress))
+        except Exception as exc:
+            logger.debug("asyncio: failover attempt %d failed: %s: %s", step.number, type(exc).__name__, exc)
+            if not failures.record(step, exc):
+                raise
+    raise failures.final_error()
 
 
 # ------------------------------------------------------------------------ tunnels
@@ -551,6 +570,8 @@ async def open_tunnel(
     nodelay: bool = True,
     keepalive: bool = True,
     limit: int = _STREAM_LIMIT,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Tunnel:
     """Connect to ``host:port`` through a proxy or a chain of proxies.
 
@@ -573,6 +594,11 @@ async def open_tunnel(
         nodelay: set TCP_NODELAY on the socket.
         keepalive: set SO_KEEPALIVE on the socket.
         limit: the StreamReader's buffer limit.
+        failover: instead of *proxy*, the candidates to try in order, each a
+            proxy or a chain; round after round under *retry*, all within
+            *timeout* (see :mod:`socks_sansio.adapters._failover`).
+        retry: the :class:`RetryPolicy` (default ``RetryPolicy()`` with
+            *failover*; alone, it retries the one *proxy*).
 
     Returns:
         a :class:`Tunnel`; its reader returns the bytes sent with the final reply first.
@@ -580,9 +606,12 @@ async def open_tunnel(
     Raises:
         ProxyConnectionError: a proxy cannot be reached, or closed mid-handshake
             (the OSError is the ``__cause__``); the message never holds a password.
+            With *failover* or *retry*, the error raised is the last attempt's,
+            with every attempt in its ``__notes__``.
         ProxyRefusedError: a proxy refused (``ProxyAuthError`` for credentials).
         ProxyProtocolError: a proxy broke its protocol.
         ProxyTimeoutError: the deadline passed.
+        TypeError: both *proxy* and *failover* were given.
         LocalProtocolError: an impossible request (IPv6 target through SOCKS4, TLS
             inside TLS on Python 3.10, a bad proxy URL).
         OSError: the target itself (no proxy) cannot be reached, or its TLS failed.
@@ -590,6 +619,7 @@ async def open_tunnel(
     opened = await _connect(
         host, port, proxy=proxy, timeout=timeout, ssl=ssl, server_hostname=server_hostname, proxy_ssl=proxy_ssl,
         trust_env=trust_env, pipelined=pipelined, nodelay=nodelay, keepalive=keepalive, limit=limit,
+        failover=failover, retry=retry,
     )  # fmt: skip
     link = opened.link
     return Tunnel(link.reader, link.writer(), opened.info, link.raw)
@@ -609,6 +639,8 @@ async def open_connection(
     nodelay: bool = True,
     keepalive: bool = True,
     limit: int = _STREAM_LIMIT,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Like :func:`asyncio.open_connection`, through proxies. Arguments as in :func:`open_tunnel`.
 
@@ -619,6 +651,7 @@ async def open_connection(
     tunnel = await open_tunnel(
         host, port, proxy=proxy, timeout=timeout, ssl=ssl, server_hostname=server_hostname, proxy_ssl=proxy_ssl,
         trust_env=trust_env, pipelined=pipelined, nodelay=nodelay, keepalive=keepalive, limit=limit,
+        failover=failover, retry=retry,
     )  # fmt: skip
     return tunnel.reader, tunnel.writer
 

@@ -81,6 +81,7 @@ from ._common import (
     to_proxies,
     unwrap_relay_datagram,
 )
+from ._failover import Failures, RetryPolicy, candidates_for, plan_failover
 
 __all__ = [
     "BindListener",
@@ -604,6 +605,33 @@ def _chain(
     return stream, handshake, hops
 
 
+def _failover_chain(
+    call: _Call,
+    candidates: Sequence[tuple[ProxyURL, ...]],
+    policy: RetryPolicy,
+    target: Address,
+    proxy_ssl: ssl.SSLContext | None,
+) -> tuple[list[ProxyURL], SocketLike, ClientHandshake | None]:
+    """:func:`_chain` through the first candidate that works, following :func:`plan_failover`."""
+    failures = Failures(policy)
+    for step in plan_failover(candidates, policy, call.deadline.remaining):
+        if step.delay:
+            logger.debug("failover: waiting %.3f s before round %d", step.delay, step.round)
+            time.sleep(step.delay)
+        logger.debug("failover attempt %d (round %d): connect to %s via %s", step.number, step.round, target,
+                     step.describe())  # fmt: skip
+        call.connect_time = call.handshake_time = call.tls_time = 0.0  # the report covers the last attempt
+        try:
+            stream, last, _ = _chain(call, step.chain, target, proxy_ssl=proxy_ssl)
+        except Exception as exc:
+            logger.debug("failover attempt %d failed: %s: %s", step.number, type(exc).__name__, exc)
+            if not failures.record(step, exc):
+                raise
+            continue
+        return list(step.chain), stream, last
+    raise failures.final_error()
+
+
 def _proxies_for(
     proxy: ProxySpec | Sequence[ProxySpec] | None, host: str, port: int, *, tls: bool, trust_env: bool
 ) -> list[ProxyURL]:
@@ -636,6 +664,8 @@ def connect(
     pipelined: bool = False,
     nodelay: bool = True,
     keepalive: bool = True,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> SocketLike:
     """Connect to *host*:*port* through a proxy or a chain of proxies, or directly.
 
@@ -659,6 +689,11 @@ def connect(
         pipelined: SOCKS5 hops send greeting, credentials and request in one write.
         nodelay: set ``TCP_NODELAY``.
         keepalive: set ``SO_KEEPALIVE``.
+        failover: instead of *proxy*, the candidates to try in order, each a
+            proxy or a chain; round after round under *retry*, all within
+            *timeout* (see :mod:`socks_sansio.adapters._failover`).
+        retry: the :class:`RetryPolicy` (default ``RetryPolicy()`` with
+            *failover*; alone, it retries the one *proxy*).
 
     Returns:
         a blocking socket (timeout ``None``) whose next ``recv`` returns the first
@@ -671,6 +706,9 @@ def connect(
         ProxyTimeoutError: the deadline passed.
         ProxyConnectionError: a proxy could not be reached, broke the connection,
             or failed its TLS handshake (``__cause__`` holds the ``OSError``).
+            With *failover* or *retry*, the error raised is the last attempt's,
+            with every attempt in its ``__notes__``.
+        TypeError: both *proxy* and *failover* were given.
         ProxyAuthError: a proxy wants other credentials.
         ProxyRefusedError: a proxy refused the request (code inside).
         ProxyProtocolError: a proxy broke its protocol.
@@ -682,6 +720,7 @@ def connect(
     return _connect(
         host, port, proxy=proxy, timeout=timeout, tls=ssl, server_hostname=server_hostname,
         proxy_ssl=proxy_ssl, trust_env=trust_env, pipelined=pipelined, nodelay=nodelay, keepalive=keepalive,
+        failover=failover, retry=retry,
     ).socket
 
 
@@ -698,6 +737,8 @@ def open_tunnel(
     pipelined: bool = False,
     nodelay: bool = True,
     keepalive: bool = True,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Tunnel:
     """Like :func:`connect`, but return a :class:`Tunnel` holding the socket and a :class:`ConnectionInfo`.
 
@@ -706,6 +747,7 @@ def open_tunnel(
     return _connect(
         host, port, proxy=proxy, timeout=timeout, tls=ssl, server_hostname=server_hostname,
         proxy_ssl=proxy_ssl, trust_env=trust_env, pipelined=pipelined, nodelay=nodelay, keepalive=keepalive,
+        failover=failover, retry=retry,
     )
 
 
@@ -722,12 +764,20 @@ def _connect(
     pipelined: bool,
     nodelay: bool,
     keepalive: bool,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None,
+    retry: RetryPolicy | None,
 ) -> Tunnel:
     call = _Call(timeout, nodelay=nodelay, keepalive=keepalive, pipelined=pipelined)
     target = Address(host, port)
-    proxies = _proxies_for(proxy, host, port, tls=tls is not None, trust_env=trust_env)
-    logger.debug("connect to %s via %s", target, [p.redacted() for p in proxies] or "no proxy")
-    stream, last, _ = _chain(call, proxies, target, proxy_ssl=proxy_ssl)
+    if failover is None and retry is None:
+        proxies = _proxies_for(proxy, host, port, tls=tls is not None, trust_env=trust_env)
+        logger.debug("connect to %s via %s", target, [p.redacted() for p in proxies] or "no proxy")
+        stream, last, _ = _chain(call, proxies, target, proxy_ssl=proxy_ssl)
+    else:
+        candidates = candidates_for(
+            proxy, failover, lambda: _proxies_for(proxy, host, port, tls=tls is not None, trust_env=trust_env)
+        )
+        proxies, stream, last = _failover_chain(call, candidates, retry or RetryPolicy(), target, proxy_ssl)
     try:
         if tls is not None:
             stream = call.start_tls(stream, tls, server_hostname or host, None)

@@ -68,6 +68,7 @@ from ._common import (
     to_proxies,
     unwrap_relay_datagram,
 )
+from ._failover import Failures, RetryPolicy, candidates_for, plan_failover
 
 __all__ = [
     "BindListener",
@@ -393,6 +394,8 @@ async def open_tcp_stream(
     nodelay: bool = True,
     keepalive: bool = True,
     https_compatible: bool = False,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> trio.abc.Stream:
     """Open a TCP stream to *host*:*port* through a proxy or a chain of proxies, like :func:`trio.open_tcp_stream`.
 
@@ -417,6 +420,11 @@ async def open_tcp_stream(
         nodelay: set ``TCP_NODELAY`` on the socket.
         keepalive: set ``SO_KEEPALIVE`` on the socket.
         https_compatible: passed to the target's :class:`trio.SSLStream`.
+        failover: instead of *proxy*, the candidates to try in order, each a
+            proxy or a chain; round after round under *retry*, all within
+            *timeout* (see :mod:`socks_sansio.adapters._failover`).
+        retry: the :class:`RetryPolicy` (default ``RetryPolicy()`` with
+            *failover*; alone, it retries the one *proxy*).
 
     Returns:
         Without *ssl*: a :class:`trio.abc.HalfCloseableStream` when every hop is
@@ -430,10 +438,12 @@ async def open_tcp_stream(
     Raises:
         ProxyConnectionError: the first proxy cannot be reached (the ``OSError``
             is the ``__cause__``), a connection broke mid-handshake, or the TLS
-            handshake with an ``https://`` proxy failed.
+            handshake with an ``https://`` proxy failed. With *failover* or *retry*,
+            the error raised is the last attempt's, with every attempt in its ``__notes__``.
         ProxyRefusedError: a proxy refused (``ProxyAuthError`` for credentials).
         ProxyProtocolError: a proxy broke the protocol.
         ProxyTimeoutError: the deadline passed.
+        TypeError: both *proxy* and *failover* were given.
         OSError: connecting directly failed, or a name to resolve locally did not resolve.
         trio.BrokenResourceError: the TLS handshake with the target failed
             (the ``ssl.SSLError`` is the ``__cause__``).
@@ -451,6 +461,8 @@ async def open_tcp_stream(
         nodelay=nodelay,
         keepalive=keepalive,
         https_compatible=https_compatible,
+        failover=failover,
+        retry=retry,
     )
     return tunnel.stream
 
@@ -469,6 +481,8 @@ async def open_tunnel(
     nodelay: bool = True,
     keepalive: bool = True,
     https_compatible: bool = False,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Tunnel:
     """Like :func:`open_tcp_stream`, but return a :class:`Tunnel`: the stream, timings and conveniences.
 
@@ -480,17 +494,48 @@ async def open_tunnel(
     proxies = _choose_proxies(proxy, trust_env, "https" if ssl is not None else "http", host, port)
     target = Address(_host_text(host), port)
     progress = _Progress()
+    candidates = None if failover is None and retry is None else candidates_for(proxy, failover, lambda: proxies)
+    policy = retry or RetryPolicy()
+    failures = Failures(policy)
     with _scope(timeout):
-        chain = await _open_chain(
-            proxies,
-            target,
-            command=Command.CONNECT,
-            proxy_ssl=proxy_ssl,
-            pipelined=pipelined,
-            nodelay=nodelay,
-            keepalive=keepalive,
-            progress=progress,
-        )
+        if candidates is None:
+            chain = await _open_chain(
+                proxies,
+                target,
+                command=Command.CONNECT,
+                proxy_ssl=proxy_ssl,
+                pipelined=pipelined,
+                nodelay=nodelay,
+                keepalive=keepalive,
+                progress=progress,
+            )
+        else:
+            for step in plan_failover(candidates, policy, deadline.remaining):
+                if step.delay:
+                    logger.debug("trio: failover: waiting %.3f s before round %d", step.delay, step.round)
+                    await trio.sleep(step.delay)
+                logger.debug("trio: failover attempt %d (round %d) via %s", step.number, step.round, step.describe())
+                progress = _Progress()
+                try:
+                    chain = await _open_chain(
+                        step.chain,
+                        target,
+                        command=Command.CONNECT,
+                        proxy_ssl=proxy_ssl,
+                        pipelined=pipelined,
+                        nodelay=nodelay,
+                        keepalive=keepalive,
+                        progress=progress,
+                    )
+                except Exception as exc:
+                    logger.debug("trio: failover attempt %d failed: %s: %s", step.number, type(exc).__name__, exc)
+                    if not failures.record(step, exc):
+                        raise
+                    continue
+                proxies = list(step.chain)
+                break
+            else:
+                raise failures.final_error()
         stream = chain.stream
         if ssl is not None:
             progress.step = "the TLS handshake with the target"
@@ -519,7 +564,7 @@ async def open_tunnel(
         )
         logger.debug("trio: connected to %s via %d proxies in %.3f s", target, len(proxies), info.total_time)
         return Tunnel(stream, info)
-    raise deadline.expired_error(progress.step, progress.proxy)
+    raise failures.annotate(deadline.expired_error(progress.step, progress.proxy))
 
 
 @final
