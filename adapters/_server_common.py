@@ -3,7 +3,9 @@
 The protocol work is the core's :class:`ServerHandshake`; the decisions are
 the core's :class:`UserDatabase` and :class:`AccessPolicy`. This module holds
 the server's settings, its counters, how a failed dial maps to a reply, and
-the one log line written per tunnel.
+the one log line written per tunnel; also the TLS contexts (listening with
+``tls_cert``/``tls_key``, and the one used to reach ``https://`` upstreams) and
+the upstream route of a target (see :mod:`._upstream`).
 """
 
 from __future__ import annotations
@@ -11,15 +13,36 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import ssl
 from collections import Counter
 from typing import Final, final
 
 import attrs
 
-from socks_sansio import Address, Failure, ProxyProtocol, ServerHandshake
+from socks_sansio import (
+    Address,
+    Failure,
+    ProxyAuthError,
+    ProxyError,
+    ProxyProtocol,
+    ProxyRefusedError,
+    ProxyTimeoutError,
+    ProxyURL,
+    ServerHandshake,
+)
 from socks_sansio._policy import AccessPolicy, UserDatabase
 
-__all__ = ["ServerConfig", "ServerStats", "failure_for", "format_tunnel", "listen_address", "server_logger"]
+from ._upstream import UpstreamRule, pick_route
+
+__all__ = [
+    "ServerConfig",
+    "ServerStats",
+    "failure_for",
+    "format_tunnel",
+    "listen_address",
+    "server_logger",
+    "upstream_failure",
+]
 
 server_logger: Final = logging.getLogger("socks_sansio.server")
 
@@ -44,12 +67,24 @@ def _is_loopback(host: str) -> bool:
 class ServerConfig:
     """Everything ``socks-sansio serve`` can be told. Times are seconds.
 
+    ``tls_listen`` addresses serve the same protocols inside TLS (an ``https://``
+    proxy, SOCKS over TLS) with the certificate chain ``tls_cert`` and key
+    ``tls_key`` (PEM files). ``upstreams`` route tunnels through other proxies
+    (first matching rule wins; no match: direct); ``upstream_cacert`` is a PEM
+    file of CAs trusted for ``https://`` upstreams (default: the system's).
+
     Raises:
         ValueError: listening beyond loopback with no authentication and without
-            ``allow_open_relay`` (an accidental open proxy), or a bad limit.
+            ``allow_open_relay`` (an accidental open proxy), a bad limit, or TLS
+            listeners without both certificate and key (or those without TLS listeners).
     """
 
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 1080),)
+    tls_listen: tuple[tuple[str, int], ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    upstreams: tuple[UpstreamRule, ...] = ()
+    upstream_cacert: str | None = None
     protocols: frozenset[ProxyProtocol] = frozenset(ProxyProtocol)
     users: UserDatabase | None = None
     allow_socks4_without_auth: bool = False
@@ -68,9 +103,13 @@ class ServerConfig:
     reuse_port: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if not self.listen:
+        if not self.listen and not self.tls_listen:
             raise ValueError("at least one listen address is needed")
-        exposed = [f"{h}:{p}" for h, p in self.listen if not _is_loopback(h)]
+        if self.tls_listen and not (self.tls_cert and self.tls_key):
+            raise ValueError("tls:// listen addresses need both --tls-cert and --tls-key")
+        if (self.tls_cert or self.tls_key) and not self.tls_listen:
+            raise ValueError("--tls-cert/--tls-key apply to tls://host:port listen addresses, and none was given")
+        exposed = [f"{h}:{p}" for h, p in (*self.listen, *self.tls_listen) if not _is_loopback(h)]
         if exposed and self.users is None and not self.allow_open_relay:
             raise ValueError(
                 f"listening on {', '.join(exposed)} without authentication would make an open proxy; "
@@ -90,6 +129,21 @@ class ServerConfig:
             allow_socks4_without_auth=self.allow_socks4_without_auth,
             realm=self.realm,
         )
+
+    def server_ssl_context(self) -> ssl.SSLContext:
+        """The context for ``tls_listen`` addresses (raises OSError / ssl.SSLError on unreadable files)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        return context
+
+    def upstream_ssl_context(self) -> ssl.SSLContext:
+        """The context for ``https://`` upstreams: ``upstream_cacert`` if given, else the system's CAs."""
+        return ssl.create_default_context(cafile=self.upstream_cacert)
+
+    def route(self, target: Address) -> tuple[ProxyURL, ...]:
+        """The proxy chain *target* goes through (``()``: dial directly)."""
+        return pick_route(self.upstreams, target)
 
     def check_credentials(self, username: bytes, password: bytes) -> bool:
         """Whether the user list accepts these credentials (any, when there is no list)."""
@@ -116,6 +170,27 @@ def failure_for(exc: BaseException) -> Failure:
         return Failure.TIMED_OUT
     if isinstance(exc, OSError) and exc.errno is not None:
         return _ERRNO_FAILURES.get(exc.errno, Failure.GENERAL_FAILURE)
+    return Failure.GENERAL_FAILURE
+
+
+def upstream_failure(exc: ProxyError) -> Failure:
+    """The reply for a tunnel an upstream proxy could not open.
+
+    A SOCKS5 upstream's own refusal is passed on (a refused target stays
+    CONNECTION_REFUSED, REP 5; an HTTP upstream's 502 or a SOCKS4 refusal says
+    nothing finer, so it is CONNECTION_REFUSED too, while HTTP 403 and 504 are
+    NOT_ALLOWED and TIMED_OUT); a time-out is TIMED_OUT; an unreachable upstream,
+    a refused login or a broken protocol is GENERAL_FAILURE (the client can do
+    nothing about the upstream's credentials).
+    """
+    if isinstance(exc, ProxyTimeoutError):
+        return Failure.TIMED_OUT
+    if isinstance(exc, ProxyRefusedError) and not isinstance(exc, ProxyAuthError):
+        if exc.protocol == "socks5":
+            return next((f for f in Failure if f.socks5_code == exc.code), Failure.GENERAL_FAILURE)
+        if exc.protocol == "http":
+            return {403: Failure.NOT_ALLOWED, 504: Failure.TIMED_OUT}.get(exc.code, Failure.CONNECTION_REFUSED)
+        return Failure.CONNECTION_REFUSED
     return Failure.GENERAL_FAILURE
 
 

@@ -6,6 +6,21 @@ here are I/O ones: dial the target (after the access rules allowed it, by
 name and by every resolved address), listen for BIND, relay UDP, and copy
 bytes both ways. A success reply is written only after the dial succeeded.
 
+With ``upstreams`` configured, a CONNECT whose target matches a rule naming
+a proxy chain is dialled through that chain with this package's asyncio
+client (:func:`socks_sansio.adapters.asyncio.open_connection`); the target's
+name is then not resolved here (the last upstream resolves it), so the access
+rules see the name and IP literals only: network rules and the
+``block_private`` SSRF guard apply to IP-literal targets only, and the
+upstream should run its own guard. BIND whose expected peer is routed through
+an upstream, and UDP ASSOCIATE on a server with any proxy route, are refused
+with COMMAND_NOT_SUPPORTED (neither can follow a TCP proxy chain).
+``tls_listen`` addresses are served by ``asyncio.start_server(ssl=...)``: the
+handshake sees the decrypted bytes, so HTTPS proxying (TLS, then CONNECT) and
+SOCKS over TLS need nothing else. TLS has no half-close, so when either end of
+a tunnel is a TLS connection, an EOF from either side ends the whole tunnel
+(after flushing what was sent).
+
 The relay copies each direction independently and passes half-close through:
 when one side sends EOF, the other side's write half is shut down, and the
 tunnel ends when both directions are done (or on error, or when idle for
@@ -18,6 +33,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
@@ -30,6 +46,9 @@ from socks_sansio import (
     Command,
     CredentialsReceived,
     Failure,
+    LocalProtocolError,
+    ProxyError,
+    ProxyURL,
     RemoteProtocolError,
     ServerHandshake,
     TunnelRequested,
@@ -38,7 +57,8 @@ from socks_sansio import (
     parse_udp_datagram,
 )
 
-from ._server_common import ServerConfig, ServerStats, failure_for, format_tunnel, server_logger
+from . import asyncio as client
+from ._server_common import ServerConfig, ServerStats, failure_for, format_tunnel, server_logger, upstream_failure
 
 __all__ = ["ProxyServer", "serve"]
 
@@ -70,6 +90,10 @@ class ProxyServer:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._stats_task: asyncio.Task[None] | None = None
+        self._upstream_ssl: ssl.SSLContext | None = None
+        # One receive buffer for every tunnel of this server (idle tunnels hold none). Per server,
+        # not per process: servers running on event loops in different threads must not share it.
+        self._relay_buffer = [memoryview(bytearray(config.buffer_size))]
 
     async def __aenter__(self) -> ProxyServer:
         await self.start()
@@ -79,8 +103,11 @@ class ProxyServer:
         await self.aclose()
 
     async def start(self) -> None:
-        """Bind every listen address and start accepting."""
-        for host, port in self.config.listen:
+        """Bind every listen address (plain ones first, then TLS ones) and start accepting."""
+        tls = self.config.server_ssl_context() if self.config.tls_listen else None
+        self._upstream_ssl = self.config.upstream_ssl_context() if self.config.upstreams else None
+        plain = [(host, port, None) for host, port in self.config.listen]
+        for host, port, context in [*plain, *((h, p, tls) for h, p in self.config.tls_listen)]:
             server = await asyncio.start_server(
                 self._accepted,
                 host=host,
@@ -88,6 +115,8 @@ class ProxyServer:
                 backlog=self.config.backlog,
                 reuse_port=self.config.reuse_port or None,
                 limit=self.config.buffer_size,
+                ssl=context,
+                ssl_handshake_timeout=self.config.negotiation_timeout if context else None,
             )
             self._servers.append(server)
             for sock in server.sockets:
@@ -285,6 +314,9 @@ class ProxyServer:
     async def _dial(
         self, target: Address, client_ip: IPAddress, handshake: ServerHandshake, writer: asyncio.StreamWriter
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        chain = self.config.route(target)
+        if chain:
+            return await self._dial_upstream(target, client_ip, handshake, writer, chain)
         try:
             addresses = await self._resolve(target, client_ip)
         except PermissionError as exc:
@@ -310,6 +342,38 @@ class ProxyServer:
             return up_reader, up_writer
         failure = failure_for(error)
         raise await self._refuse(handshake, writer, failure, f"dial failed: {failure.name.lower()}")
+
+    async def _dial_upstream(
+        self,
+        target: Address,
+        client_ip: IPAddress,
+        handshake: ServerHandshake,
+        writer: asyncio.StreamWriter,
+        chain: tuple[ProxyURL, ...],
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open the tunnel through *chain*; the rules are checked on the target as sent (not resolved here)."""
+        denied = self.config.policy.check(client_ip, target)
+        if denied:
+            raise await self._refuse(handshake, writer, Failure.NOT_ALLOWED, f"denied: {denied}")
+        try:
+            up_reader, up_writer = await client.open_connection(
+                target.host_str,
+                target.port,
+                proxy=chain,
+                timeout=self.config.connect_timeout,
+                proxy_ssl=self._upstream_ssl,
+                limit=self.config.buffer_size,
+            )
+        except ProxyError as exc:
+            failure = upstream_failure(exc)
+            raise await self._refuse(
+                handshake, writer, failure, f"upstream failed: {failure.name.lower()} ({exc.__class__.__name__})"
+            ) from None
+        except (LocalProtocolError, OSError) as exc:  # e.g. an IPv6 target through a SOCKS4 upstream
+            raise await self._refuse(
+                handshake, writer, Failure.GENERAL_FAILURE, f"upstream failed: {exc.__class__.__name__}"
+            ) from None
+        return up_reader, up_writer
 
     async def _relay(
         self,
@@ -344,8 +408,8 @@ class ProxyServer:
                 counts[1] += len(first_down)
             up_done: asyncio.Future[None] = loop.create_future()
             down_done: asyncio.Future[None] = loop.create_future()
-            client = _RelaySide(writer.transport, self.config.buffer_size, counts, 0, last, up_done)
-            upstream = _RelaySide(up_writer.transport, self.config.buffer_size, counts, 1, last, down_done)
+            client = _RelaySide(writer.transport, self._relay_buffer, counts, 0, last, up_done)
+            upstream = _RelaySide(up_writer.transport, self._relay_buffer, counts, 1, last, down_done)
             client.peer, upstream.peer = upstream, client
             for side in (client, upstream):
                 side.transport.set_protocol(side)
@@ -393,6 +457,10 @@ class ProxyServer:
         denied = self.config.policy.check(client_ip, request.target)
         if denied:
             raise await self._refuse(handshake, writer, Failure.NOT_ALLOWED, f"denied: {denied}")
+        if self.config.route(request.target):
+            raise await self._refuse(
+                handshake, writer, Failure.COMMAND_NOT_SUPPORTED, "bind: not supported through an upstream"
+            )
         local_ip = writer.get_extra_info("sockname")[0]
         arrived: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
             asyncio.get_running_loop().create_future()
@@ -460,6 +528,10 @@ class ProxyServer:
         client_ip: IPAddress,
         counts: list[int],
     ) -> None:
+        if any(rule.via for rule in self.config.upstreams):
+            raise await self._refuse(
+                handshake, writer, Failure.COMMAND_NOT_SUPPORTED, "udp associate: not supported with upstreams"
+            )
         loop = asyncio.get_running_loop()
         local_ip = writer.get_extra_info("sockname")[0]
         declared_port = request.target.port
@@ -541,9 +613,6 @@ class _UdpRelay(asyncio.DatagramProtocol):
             task.cancel()
 
 
-_SHARED_BUFFER: list[memoryview] = []
-
-
 def _take_buffered(reader: asyncio.StreamReader) -> bytes:
     """Bytes a StreamReader holds already, without waiting (the relay takes over its transport).
 
@@ -566,7 +635,7 @@ class _RelaySide(asyncio.BufferedProtocol):
     def __init__(
         self,
         transport: asyncio.WriteTransport,
-        size: int,
+        shared: list[memoryview],
         counts: list[int],
         index: int,
         last: list[float],
@@ -574,19 +643,18 @@ class _RelaySide(asyncio.BufferedProtocol):
     ) -> None:
         self.transport = cast(Any, transport)  # a selector socket transport: reading and writing
         self.peer: _RelaySide | None = None
-        if not _SHARED_BUFFER or len(_SHARED_BUFFER[0]) != size:
-            _SHARED_BUFFER[:] = [memoryview(bytearray(size))]
+        self.shared = shared
         self.counts, self.index, self.last, self.done = counts, index, last, done
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _SHARED_BUFFER[0]  # one buffer for every tunnel: idle tunnels hold none
+        return self.shared[0]  # the server's one buffer: idle tunnels hold none
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self.peer is not None
         sink = self.peer.transport
-        sink.write(_SHARED_BUFFER[0][:nbytes])
+        sink.write(self.shared[0][:nbytes])
         if sink.get_write_buffer_size():  # the transport may keep a reference to it: never reuse
-            _SHARED_BUFFER[0] = memoryview(bytearray(len(_SHARED_BUFFER[0])))
+            self.shared[0] = memoryview(bytearray(len(self.shared[0])))
         self.counts[self.index] += nbytes
         self.last[0] = time.monotonic()
 
@@ -594,11 +662,15 @@ class _RelaySide(asyncio.BufferedProtocol):
         assert self.peer is not None
         sink = self.peer.transport
         with contextlib.suppress(OSError, RuntimeError):
-            if sink.can_write_eof() and not sink.is_closing():
-                sink.write_eof()  # half-close passes through
+            if not sink.is_closing():
+                if sink.can_write_eof():
+                    sink.write_eof()  # half-close passes through
+                else:
+                    sink.close()  # TLS has no half-close: flush, close_notify, and the tunnel ends
         if not self.done.done():
             self.done.set_result(None)
-        return True  # keep the other direction open
+        # Keep the other direction open; a TLS transport closes itself on EOF whatever we return.
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         assert self.peer is not None

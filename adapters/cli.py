@@ -1,4 +1,4 @@
-"""The ``socks-sansio`` command: ``serve`` (the proxy), ``connect`` (a netcat-like tunnel), ``demo``.
+"""The ``socks-sansio`` command: ``serve`` (the proxy), ``connect`` (a netcat-like tunnel), ``check``, ``demo``.
 
 Every ``serve`` flag can also be given in a TOML file (``--config``) under the
 same name with dashes or underscores (``max-clients = 100``); flags win.
@@ -22,6 +22,7 @@ from socks_sansio._cli import demo
 from socks_sansio._policy import AccessPolicy, AccessRule, UserDatabase
 
 from ._server_common import ServerConfig, listen_address, server_logger
+from ._upstream import parse_upstream
 
 __all__ = ["build_config", "main"]
 
@@ -32,7 +33,17 @@ def _serve_parser(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run a SOCKS5 + SOCKS4/4a + HTTP CONNECT proxy")
     serve.add_argument("--config", type=Path, help="TOML file with the same keys as these flags")
     serve.add_argument("--listen", action="append", help="host:port or [v6]:port to listen on (repeatable; "
-                       "default 127.0.0.1:1080)")
+                       "default 127.0.0.1:1080); tls://host:port serves the same protocols inside TLS "
+                       "(HTTPS proxy, SOCKS over TLS) with --tls-cert/--tls-key")
+    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain for every tls:// listen address")
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    serve.add_argument("--upstream", action="append", metavar="RULE",
+                       help="forward tunnels through other proxies (repeatable; first match wins; no match: "
+                       "direct): a proxy URL such as 'https://user:pass@remote:1443' routes everything, "
+                       "'to=*.internal,10.0.0.0/8 port=443 via=direct' or 'to=... via=URL[,URL...]' (a chain) "
+                       "routes matching targets; names are matched as sent, not resolved (asyncio backend only)")
+    serve.add_argument("--upstream-cacert", metavar="FILE",
+                       help="PEM file of CAs trusted for https:// upstreams (default: the system's)")
     serve.add_argument("--protocols", help="comma-separated subset of socks5,socks4,http (default: all)")
     serve.add_argument("--auth", action="append", metavar="USER:PASS", help="a user (repeatable)")
     serve.add_argument("--auth-file", type=Path, help="file of user:password lines (passwords may be hashed)")
@@ -106,8 +117,14 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
                     "stats_interval", "max_clients", "backlog")
         if settings.get(key) is not None
     }
+    listens = [str(text) for text in settings.get("listen") or ["127.0.0.1:1080"]]
     return ServerConfig(
-        listen=tuple(listen_address(text) for text in settings.get("listen") or ["127.0.0.1:1080"]),
+        listen=tuple(listen_address(text) for text in listens if not text.lower().startswith("tls://")),
+        tls_listen=tuple(listen_address(text[6:]) for text in listens if text.lower().startswith("tls://")),
+        tls_cert=settings.get("tls_cert"),
+        tls_key=settings.get("tls_key"),
+        upstreams=tuple(parse_upstream(text) for text in settings.get("upstream", []) or []),
+        upstream_cacert=settings.get("upstream_cacert"),
         protocols=protocols,
         users=database,
         allow_socks4_without_auth=bool(settings.get("allow_socks4_without_auth")),
@@ -165,9 +182,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"socks-sansio serve: {exc}", file=sys.stderr)
         return 2
     backend = str(settings.get("backend", "asyncio"))
+    if backend == "trio" and (config.upstreams or config.tls_listen):
+        print("socks-sansio serve: --upstream and tls:// listen addresses need --backend asyncio", file=sys.stderr)
+        return 2
     workers = int(settings.get("workers") or 1)
     if workers > 1:
-        if any(port == 0 for _, port in config.listen):
+        if any(port == 0 for _, port in (*config.listen, *config.tls_listen)):
             print("socks-sansio serve: --workers needs fixed ports (not 0)", file=sys.stderr)
             return 2
         return _run_workers(config, backend, workers)
@@ -246,6 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     connect.add_argument("--timeout", type=float, default=30.0, help="seconds for connect + handshake")
     connect.add_argument("host")
     connect.add_argument("port", type=int)
+    check = commands.add_parser("check", help="check proxies: protocol, auth, latency, bound address, diagnosis")
+    check.add_argument("urls", nargs="+", metavar="URL", help="proxy URL, e.g. socks5h://user:pass@host:1080")
+    check.add_argument("--target", required=True, metavar="HOST:PORT", help="where to tunnel to through each proxy")
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds per proxy for connect + handshake")
+    check.add_argument("--json", action="store_true", help="one JSON object per line")
+    check.add_argument("--send", metavar="BYTES", help="send this (escapes like \\r\\n decoded) and time the "
+                       "first byte back, e.g. for an echo target")
+    check.add_argument("--banner", action="store_true", help="time the target's first byte without sending")
     show = commands.add_parser("demo", help="show a SOCKS5 handshake between two in-memory machines")
     show.add_argument("target", nargs="?", default="example.com:443", help="host:port to CONNECT to")
     show.add_argument("--user", help="authenticate with RFC 1929 as this user")
@@ -255,4 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "connect":
         return _connect(args)
+    if args.command == "check":
+        from .check import run_checks
+
+        return run_checks(args.urls, args.target, timeout=args.timeout, as_json=args.json, send=args.send,
+                          banner=args.banner)
     return demo(args.target, args.user, args.password)

@@ -93,7 +93,8 @@ class TrioProxyServer:
     Run it with ``await nursery.start(server.serve)`` (which returns the bound
     addresses once every listener is up) and stop it by cancelling that
     nursery (at once) or with :meth:`shutdown` (graceful). One instance serves
-    once.
+    once. Upstream routes and TLS listen addresses are not supported on trio
+    (use the asyncio server): a config with either raises ValueError here.
 
     Attributes:
         config: the settings.
@@ -102,6 +103,8 @@ class TrioProxyServer:
     """
 
     def __init__(self, config: ServerConfig) -> None:
+        if config.upstreams or config.tls_listen:
+            raise ValueError("upstreams and TLS listen addresses are supported by the asyncio server only")
         self.config = config
         self.stats = ServerStats()
         self.addresses: list[tuple[str, int]] = []
