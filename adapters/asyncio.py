@@ -527,7 +527,7 @@ class Tunnel:
         await self.send_all(request)
         response = ResponseReader(request_method=method)
         while not isinstance(event := response.next_event(), HttpResponse):
-            response.receive_data(await self.receive_some())
+            response.receive_data(await self.receive_some(min(response.read_size_hint, DEFAULT_RECV_SIZE)))
         self._pending, self._pending_eof = response.trailing_data
         return event
 

@@ -866,7 +866,8 @@ class Tunnel:
             event = reader.next_event()
             if isinstance(event, HttpResponse):
                 return event
-            reader.receive_data(self.socket.recv(DEFAULT_RECV_SIZE))
+            # Never more than the response still needs: what follows stays in the socket.
+            reader.receive_data(self.socket.recv(min(reader.read_size_hint, DEFAULT_RECV_SIZE)))
 
     def shutdown_write(self) -> None:
         """Half-close: the target sees EOF and can still send; we can still receive.

@@ -653,7 +653,7 @@ class Tunnel:
         await self.stream.send_all(request)
         reader = ResponseReader(request_method=method)
         while not isinstance(event := reader.next_event(), HttpResponse):
-            reader.receive_data(await self.stream.receive_some(DEFAULT_RECV_SIZE))
+            reader.receive_data(await self.stream.receive_some(min(reader.read_size_hint, DEFAULT_RECV_SIZE)))
         leftover, eof = reader.trailing_data
         self.stream = _with_leftovers(self.stream, leftover, eof)
         return event

@@ -779,11 +779,11 @@ def test_many_tiny_chunks_in_one_piece_are_linear() -> None:
     assert CountingBytearray.work <= 10 * count + 1000
 
 
-# -- cross-check with h11, when it happens to be installed (it is not a dependency) ---------------
+# -- cross-check with h11 (a test dependency, not a runtime one) -----------------------------------
 
 
 def test_h11_server_reads_our_requests_and_we_read_its_responses() -> None:
-    h11 = pytest.importorskip("h11")
+    import h11
     server = h11.Connection(h11.SERVER)
     server.receive_data(encode_request("POST", "/upload?x=1", host="example.com", headers=[("X-A", "b")], body=b"data"))
     request = server.next_event()

@@ -948,3 +948,26 @@ def test_wrap_tls_over_every_kind_of_socket(
     )
     with pytest.raises(ssl.SSLCertVerificationError):
         wrap_tls(outer, ctx, server_hostname="wrong.test", timeout=IO)
+
+
+def test_http_request_leaves_what_follows_the_response_in_the_socket() -> None:
+    """Bytes the target sends right after its response (same segment) are not lost."""
+
+    def target(conn: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloAFTER THE RESPONSE")
+
+    with serve(socks5_connect_handler(SOCKS5_OK, after=target)) as proxy, open_tunnel(
+        "example.test", 80, proxy=f"socks5h://127.0.0.1:{proxy.port}", timeout=10
+    ) as tunnel:
+        response = tunnel.http_request("GET", "/")
+        assert (response.status_code, response.body) == (200, b"hello")
+        rest = b""
+        while len(rest) < len(b"AFTER THE RESPONSE"):
+            chunk = tunnel.recv(100)
+            if not chunk:
+                break
+            rest += chunk
+        assert rest == b"AFTER THE RESPONSE"
