@@ -17,7 +17,7 @@ import attrs
 from ._codes import AddressType
 from ._errors import LocalProtocolError
 
-__all__ = ["Address", "Host"]
+__all__ = ["Address", "Host", "checked_domain", "trusted_address"]
 
 Host = ipaddress.IPv4Address | ipaddress.IPv6Address | bytes
 """What ``Address.host`` holds."""
@@ -30,10 +30,7 @@ _FORBIDDEN_IN_DOMAIN: Final = frozenset(range(0x21)) | {0x7F}
 
 
 def _to_host(value: object) -> Host:
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
+    # Converts and checks in one call (the fields have converters, no validators).
     if isinstance(value, str):
         if ":" in value or value[-1:].isdigit():  # only these can be IP literals: skip two ValueErrors
             try:
@@ -41,7 +38,7 @@ def _to_host(value: object) -> Host:
             except ValueError:
                 pass
         if value.isascii():
-            return value.encode("ascii")
+            return _domain(value.encode("ascii"))
         try:
             encoded = value.encode("idna")
         except UnicodeError as exc:
@@ -49,27 +46,38 @@ def _to_host(value: object) -> Host:
         try:  # IDNA maps e.g. fullwidth digits to ASCII: the result may spell an IP address
             return ipaddress.ip_address(encoded.decode("ascii"))
         except ValueError:
-            return encoded
+            return _domain(encoded)
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _domain(bytes(value))
     raise TypeError(f"host must be str, bytes or an ipaddress address, not {type(value).__name__}")
 
 
-def _check_host(_instance: object, _attribute: object, host: Host) -> None:
-    if isinstance(host, bytes):
-        if not 1 <= len(host) <= _MAX_DOMAIN:
-            raise LocalProtocolError(f"a domain name must be 1 to 255 octets long, got {len(host)}")
-        if not _FORBIDDEN_IN_DOMAIN.isdisjoint(host):
-            raise LocalProtocolError(f"domain name {host!r} contains a control character or space")
+def _domain(host: bytes) -> bytes:
+    if not 1 <= len(host) <= _MAX_DOMAIN:
+        raise LocalProtocolError(f"a domain name must be 1 to 255 octets long, got {len(host)}")
+    if not _FORBIDDEN_IN_DOMAIN.isdisjoint(host):
+        raise LocalProtocolError(f"domain name {host!r} contains a control character or space")
+    return host
 
 
-def _check_port(_instance: object, _attribute: object, port: int) -> None:
+def _to_port(port: int) -> int:
     if type(port) is not int:
         raise TypeError(f"port must be int, not {type(port).__name__}")
     if not 0 <= port <= 0xFFFF:
         raise LocalProtocolError(f"port must be in 0..65535, got {port}")
+    return port
+
+
+# Events a parser builds from wire octets it has already checked skip the
+# constructor's conversions: object.__new__ plus the slots, as attrs' own __init__ sets them.
+_new = object.__new__
+_set = object.__setattr__
 
 
 @final
-@attrs.frozen
+@attrs.frozen(init=False)
 class Address:
     """A host (IPv4, IPv6 or domain name) and a port.
 
@@ -85,8 +93,22 @@ class Address:
         TypeError: a host or port of the wrong Python type.
     """
 
-    host: Host = attrs.field(converter=_to_host, validator=_check_host)
-    port: int = attrs.field(validator=_check_port)
+    host: Host
+    port: int
+
+    def __init__(self, host: object, port: int) -> None:
+        # Written by hand (attrs writes the rest): the usual host, a str naming an
+        # ASCII domain, and a valid port are converted and checked without a call.
+        if type(host) is str and host.isascii() and ":" not in host and not host[-1:].isdigit():
+            host = host.encode("ascii")  # a domain name: see _to_host for which strings may be IP literals
+            if not (0 < len(host) <= _MAX_DOMAIN and _FORBIDDEN_IN_DOMAIN.isdisjoint(host)):
+                _domain(host)  # raises the error
+        else:
+            host = _to_host(host)
+        if type(port) is not int or not 0 <= port <= 0xFFFF:
+            _to_port(port)  # raises the error
+        _set(self, "host", host)
+        _set(self, "port", port)
 
     @property
     def atype(self) -> AddressType:
@@ -112,9 +134,12 @@ class Address:
     @property
     def authority(self) -> str:
         """``host:port``, with an IPv6 literal bracketed: ``[::1]:443``."""
-        if isinstance(self.host, ipaddress.IPv6Address):
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host_str}:{self.port}"
+        host = self.host
+        if isinstance(host, bytes):  # host_str, inlined: encoding a request reads this twice
+            return f"{host.decode('ascii', 'backslashreplace')}:{self.port}"
+        if isinstance(host, ipaddress.IPv6Address):
+            return f"[{host}]:{self.port}"
+        return f"{host}:{self.port}"
 
     def __str__(self) -> str:
         return self.authority
@@ -164,7 +189,24 @@ class Address:
         if port_text is None:
             if default_port is None:
                 raise LocalProtocolError(f"authority {text!r} has no port")
-            return cls(host, default_port)
-        if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
+            port = default_port
+        elif not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
             raise LocalProtocolError(f"authority {text!r} has a bad port {port_text!r}")
-        return cls(host, int(port_text))
+        else:
+            port = int(port_text)
+        return trusted_address(host, _to_port(port))  # the host was converted and checked above
+
+
+def trusted_address(host: Host, port: int) -> Address:
+    """An :class:`Address` without conversion or checks, for parsers.
+
+    *host* must be an IP address object or :func:`checked_domain` octets, *port* in 0..65535.
+    """
+    address = _new(Address)
+    _set(address, "host", host)
+    _set(address, "port", port)
+    return address
+
+
+checked_domain = _domain
+"""Check domain-name octets as ``Address`` does; returns them or raises LocalProtocolError."""

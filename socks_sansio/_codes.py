@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import cast
 
-__all__ = ["AddressType", "AuthMethod", "Command", "ReplyCode", "Socks4ReplyCode"]
+__all__ = ["AddressType", "AuthMethod", "Command", "ReplyCode", "Socks4ReplyCode", "octet_table"]
 
 
 class AuthMethod(enum.IntEnum):
@@ -121,3 +121,11 @@ def as_known(enum_type: type[enum.IntEnum], value: int) -> int:
     """Return the enum member for *value* if it has one, else *value* unchanged."""
     # The lookup table behind enum_type(value), without the exception for unknown values.
     return cast(int, enum_type._value2member_map_.get(value, value))
+
+
+def octet_table(enum_type: type[enum.IntEnum]) -> tuple[int, ...]:
+    """``as_known(enum_type, octet)`` for every octet 0-255, indexed by the octet.
+
+    Parsers index it with a received octet: one tuple lookup instead of a call.
+    """
+    return tuple(as_known(enum_type, octet) for octet in range(256))

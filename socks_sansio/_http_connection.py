@@ -33,6 +33,7 @@ from ._http_events import ConnectRequest, ConnectResponse, HttpConnectEvent, con
 from ._http_wire import (
     BAD_REQUEST,
     HEAD_TOO_LARGE,
+    START_CHECKED,
     check_request_start,
     check_response_start,
     encode_event,
@@ -96,6 +97,8 @@ SENDER: Final[dict[HttpConnectState, Role]] = {S.AWAIT_REQUEST: CLIENT, S.AWAIT_
 """Whose turn it is in each non-terminal state."""
 
 _AWAITED: Final = {S.AWAIT_REQUEST: "the CONNECT request", S.AWAIT_RESPONSE: "the response"}
+_CONNECTION_CLOSED: Final = ConnectionClosed()
+_AWAIT_REQUEST: Final = S.AWAIT_REQUEST  # enum members are slow to look up on their class: read once
 
 
 def _wants_close(message: ConnectRequest | ConnectResponse) -> bool:
@@ -156,6 +159,14 @@ def _check_sendable(response: ConnectResponse) -> None:
         )
 
 
+def _check_size(name: str, value: int, low: int) -> None:
+    """Raise the error for a size that is not an int of at least *low*."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be int, not {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+
+
 @final
 class HttpConnectConnection(Machine[HttpConnectState, HttpConnectEvent]):
     """An HTTP CONNECT conversation, as a client or as a proxy, without I/O.
@@ -188,12 +199,11 @@ class HttpConnectConnection(Machine[HttpConnectState, HttpConnectEvent]):
     _protocol = "HTTP CONNECT"
 
     def __init__(self, our_role: Role, *, max_head_size: int = 16 * 1024, max_body_size: int = 64 * 1024) -> None:
-        super().__init__(our_role, HttpConnectState.AWAIT_REQUEST)
-        for name, value, low in (("max_head_size", max_head_size, 1), ("max_body_size", max_body_size, 0)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be int, not {type(value).__name__}")
-            if value < low:
-                raise ValueError(f"{name} must be at least {low}, got {value}")
+        Machine.__init__(self, our_role, _AWAIT_REQUEST)
+        if type(max_head_size) is not int or max_head_size < 1:  # the check calls out only for errors
+            _check_size("max_head_size", max_head_size, 1)
+        if type(max_body_size) is not int or max_body_size < 0:
+            _check_size("max_body_size", max_body_size, 0)
         self._max_head_size = max_head_size
         self._max_body_size = max_body_size
         self._request: ConnectRequest | None = None
@@ -209,17 +219,22 @@ class HttpConnectConnection(Machine[HttpConnectState, HttpConnectEvent]):
 
     # -- protocol hooks -------------------------------------------------------
 
-    def _sender(self, state: HttpConnectState) -> Role | None:
-        return SENDER.get(state)
+    _SENDER = SENDER
+    _AWAITED = _AWAITED
+    _ERROR = HttpConnectState.ERROR
+    _CLOSED = HttpConnectState.CLOSED
+    _CLOSED_EVENT = _CONNECTION_CLOSED
+    _encode = staticmethod(encode_event)  # no wrapper method: one call less per send
 
     def _read(self) -> tuple[HttpConnectEvent, int] | int:
-        buf = self._buffer.data
+        buffer = self._buffer
+        buf = buffer.data
         if self._pending is None:
-            reading_request = self._state is HttpConnectState.AWAIT_REQUEST
-            if buf:
+            reading_request = self._state is _AWAIT_REQUEST
+            scan = self._scan
+            if scan < START_CHECKED and buf:  # past START_CHECKED octets the start was accepted already
                 (check_request_start if reading_request else check_response_start)(buf)
-            syntax_hint = BAD_REQUEST if reading_request else None
-            end, self._scan = find_head_end(buf, self._scan, self._max_head_size, syntax_hint)
+            end, self._scan = find_head_end(buf, scan, self._max_head_size, BAD_REQUEST if reading_request else None)
             if end < 0:
                 if len(buf) >= self._max_head_size:
                     what = "request" if reading_request else "response"
@@ -242,12 +257,12 @@ class HttpConnectConnection(Machine[HttpConnectState, HttpConnectEvent]):
         if len(buf) < total:
             # Closed in the middle of a refusal's body: report the refusal anyway
             # (it is what the caller needs); the partial body stays in trailing_data.
-            return (event, end) if self._buffer.eof else total
+            return (event, end) if buffer.eof else total
         assert isinstance(event, ConnectResponse), "only a response has a body"
         return attrs.evolve(event, body=bytes(buf[end:total])), total
 
     def _apply(self, role: Role, event: HttpConnectEvent) -> None:
-        if not isinstance(event, ConnectRequest | ConnectResponse):
+        if type(event) is not ConnectRequest and type(event) is not ConnectResponse:
             raise TypeError(f"not an HTTP CONNECT event: {event!r}")
         state = self._state
         what = classify(event, self._request)
@@ -256,31 +271,14 @@ class HttpConnectConnection(Machine[HttpConnectState, HttpConnectEvent]):
             raise LocalProtocolError(
                 f"{type(event).__name__} from the {role.value} is not legal in state {state.name}"
             )
-        if role is self.our_role and isinstance(event, ConnectResponse):
-            _check_sendable(event)
-        if isinstance(event, ConnectRequest):
+        if type(event) is ConnectRequest:
             self._request = event
+        elif role is self.our_role:
+            _check_sendable(event)
         self._state = next_state
         self._scan = 0
         self._pending = None
 
-    def _encode(self, event: HttpConnectEvent) -> bytes:
-        return encode_event(event)
-
-    def _closed_event(self) -> HttpConnectEvent:
-        return _CLOSED
-
     def _is_refusal(self, event: object) -> bool:
         return isinstance(event, ConnectResponse) and event.status_code >= 300
 
-    def _error_state(self) -> HttpConnectState:
-        return HttpConnectState.ERROR
-
-    def _closed_state(self) -> HttpConnectState:
-        return HttpConnectState.CLOSED
-
-    def _awaited(self) -> str:
-        return _AWAITED.get(self._state, "a message")
-
-
-_CLOSED: Final = ConnectionClosed()

@@ -43,6 +43,9 @@ __all__ = [
     "Headers",
     "HttpConnectEvent",
     "content_length",
+    "field_values",
+    "parsed_request",
+    "parsed_response",
     "proxy_basic_auth",
 ]
 
@@ -70,6 +73,8 @@ def _control_problem(value: bytes) -> str:
 
 
 def _headers(value: HeadersInput) -> Headers:
+    if value == ():
+        return ()  # the default
     if isinstance(value, str | bytes | bytearray | memoryview):
         raise TypeError("headers must be a sequence of (name, value) pairs, not a string")
     out = []
@@ -85,7 +90,27 @@ def _headers(value: HeadersInput) -> Headers:
     return tuple(out)
 
 
+def field_values(fields: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Check and trim the values of header fields whose names are tokens already, as the constructors do.
+
+    Raises:
+        LocalProtocolError: a value holding a control character.
+    """
+    out = []
+    for name, raw in fields:
+        value = raw.strip(_OWS)
+        if not FIELD_TEXT.fullmatch(value):
+            raise LocalProtocolError(f"value of header {name!r} {_control_problem(value)}")
+        out.append((name, value))
+    return tuple(out)
+
+
+_KNOWN_VERSIONS: Final = frozenset({b"1.0", b"1.1"})
+
+
 def _version(value: str | bytes) -> bytes:
+    if type(value) is bytes and value in _KNOWN_VERSIONS:
+        return value  # the usual values: no regex
     version = to_bytes(value)
     if not VERSION.fullmatch(version):
         raise LocalProtocolError(f"http_version must be b'1.0' or b'1.1' (HTTP/1.x), got {version!r}")
@@ -94,7 +119,7 @@ def _version(value: str | bytes) -> bytes:
 
 def _get_all(headers: Headers, name: str | bytes) -> tuple[bytes, ...]:
     wanted = to_bytes(name).lower()
-    return tuple(value for key, value in headers if key.lower() == wanted)
+    return tuple([value for key, value in headers if key.lower() == wanted])
 
 
 def content_length(headers: Headers) -> int | None:
@@ -114,9 +139,16 @@ def content_length(headers: Headers) -> int | None:
 
 def _target(value: Address | str | bytes) -> Address:
     if isinstance(value, str | bytes):
-        value = Address.parse_authority(value)
+        # parse_authority's result reads back the same: no need to re-read it.
+        return _check_target(Address.parse_authority(value))
     if not isinstance(value, Address):
         raise TypeError(f"target must be an Address or an authority string, not {type(value).__name__}")
+    # Re-read our own authority so the value is what a server will parse
+    # (a domain b"127.0.0.1" becomes the IPv4 address it spells).
+    return Address.parse_authority(_check_target(value).authority)
+
+
+def _check_target(value: Address) -> Address:
     host = value.host
     if isinstance(host, ipaddress.IPv6Address) and host.scope_id:
         raise LocalProtocolError(f"the scoped IPv6 address {host} cannot be a CONNECT target")
@@ -126,9 +158,7 @@ def _target(value: Address | str | bytes) -> Address:
         )
     if value.port == 0:
         raise LocalProtocolError("the CONNECT target needs a port in 1..65535, got 0 (RFC 9110 §9.3.6)")
-    # Re-read our own authority so the value is what a server will parse
-    # (a domain b"127.0.0.1" becomes the IPv4 address it spells).
-    return Address.parse_authority(value.authority)
+    return value
 
 
 def _same_authority(value: bytes, target: Address) -> bool:
@@ -175,7 +205,7 @@ class ConnectRequest:
     http_version: bytes = attrs.field(default=b"1.1", converter=_version)
 
     def __attrs_post_init__(self) -> None:
-        hosts = self.get_all(b"host")
+        hosts = [value for name, value in self.headers if name.lower() == b"host"]
         if len(hosts) > 1:
             raise LocalProtocolError(f"a request carries one Host header, got {len(hosts)} (RFC 9112 §3.2)")
         if not hosts:
@@ -231,6 +261,10 @@ def _reason(value: str | bytes) -> bytes:
     return reason
 
 
+_PHRASES: Final = {int(status): status.phrase.encode("ascii") for status in http.HTTPStatus}
+"""The standard reason phrase of each status code (HTTPStatus(code) is an enum call: slow)."""
+
+
 def _has_no_content(status: int) -> bool:
     """1xx, 204, 304 never have content (RFC 9110 §6.4.1); a 2xx to CONNECT opens the tunnel."""
     return status < 300 or status in (204, 304)
@@ -276,11 +310,7 @@ class ConnectResponse:
 
     def __attrs_post_init__(self) -> None:
         if not self.reason:
-            try:
-                phrase = http.HTTPStatus(self.status_code).phrase.encode("ascii")
-            except ValueError:
-                phrase = b""
-            object.__setattr__(self, "reason", phrase)
+            object.__setattr__(self, "reason", _PHRASES.get(self.status_code, b""))
         if not self.body:
             return
         if _has_no_content(self.status_code):
@@ -326,6 +356,46 @@ class ConnectResponse:
 
 HttpConnectEvent = ConnectRequest | ConnectResponse | ConnectionClosed
 """Every event an :class:`HttpConnectConnection` sends or receives."""
+
+
+# The parser builds events from a head it has checked, so it skips the converters
+# (object.__new__ plus the slots, as attrs' own __init__ sets them) but applies
+# the same rules: the same event as the constructor would build, for less.
+_new = object.__new__
+_set = object.__setattr__
+
+
+def parsed_request(target: bytes, fields: Headers, http_version: bytes) -> ConnectRequest:
+    """A ConnectRequest from a request line's *target* and *http_version* (``1.x``) and the head's
+    field lines (names are tokens; values as received).
+
+    Raises:
+        LocalProtocolError: what the constructor raises for the same values, checked in the same order.
+    """
+    event = _new(ConnectRequest)
+    _set(event, "target", _target(target))
+    _set(event, "headers", field_values(fields))
+    _set(event, "http_version", http_version)
+    event.__attrs_post_init__()  # the Host rules
+    return event
+
+
+def parsed_response(status_code: int, reason: bytes, fields: Headers, http_version: bytes) -> ConnectResponse:
+    """A ConnectResponse (without body) from a status line's fields (*http_version* ``1.x``) and the
+    head's field lines (names are tokens; values as received).
+
+    Raises:
+        LocalProtocolError: what the constructor raises for the same values, checked in the same order.
+    """
+    event = _new(ConnectResponse)
+    _set(event, "status_code", _status(status_code))
+    _set(event, "reason", _reason(reason))
+    _set(event, "headers", field_values(fields))
+    _set(event, "body", b"")
+    _set(event, "http_version", http_version)
+    if not reason:
+        _set(event, "reason", _PHRASES.get(status_code, b""))
+    return event
 
 
 def proxy_basic_auth(username: str | bytes, password: str | bytes) -> tuple[bytes, bytes]:

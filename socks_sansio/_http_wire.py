@@ -16,6 +16,9 @@ Strategy:
   says what it looked like, instead of waiting for a head end.
 * Readers raise only :class:`RemoteProtocolError`. For a request the error
   carries the response a server should send (400, 405 or 431).
+* Parsed heads become events through ``parsed_request``/``parsed_response``,
+  which apply the constructors' rules to what the head syntax leaves open
+  (target, field values, Host) without re-checking what it settled (names).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from ._http_events import (
     Headers,
     HttpConnectEvent,
     content_length,
+    parsed_request,
+    parsed_response,
 )
 from ._socks5_events import ConnectionClosed
 
@@ -38,6 +43,7 @@ __all__ = [
     "BAD_REQUEST",
     "HEAD_TOO_LARGE",
     "METHOD_NOT_ALLOWED",
+    "START_CHECKED",
     "check_request_start",
     "check_response_start",
     "encode_event",
@@ -65,6 +71,10 @@ _CONNECT: Final = b"CONNECT "
 _HTTP1: Final = b"HTTP/1."
 _END: Final = b"\r\n\r\n"
 _METHOD_SCAN: Final = 32  # a method longer than this is not one we would answer anyway
+
+START_CHECKED: Final = _METHOD_SCAN
+"""Once a buffer of this many octets passed :func:`check_request_start` or
+:func:`check_response_start`, every longer one does: the start is settled."""
 _REQUEST_LINE: Final = re.compile(rb"CONNECT ([^ ]+) HTTP/(1\.[0-9])")
 # status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4);
 # a missing SP before an empty reason is tolerated.
@@ -143,6 +153,14 @@ def find_head_end(buf: bytearray, start: int, limit: int, hint: ConnectResponse 
     Raises:
         RemoteProtocolError: an LF not preceded by CR (RFC 9112 §2.2 requires CRLF here).
     """
+    lf = buf.find(b"\n", start, limit)
+    if lf < 0:
+        return -1, max(start, min(len(buf), limit))
+    # A whole head usually arrives at once: take the first CRLF CRLF from here in
+    # one search, when no LF before it lacks its CR (else walk the lines, below).
+    end = buf.find(_END, max(lf - 3, 0), limit)
+    if end >= 0 and lf and buf.count(b"\n", lf, end + 4) == buf.count(b"\r\n", lf - 1, end + 4):
+        return end + 4, end + 4
     pos = start
     while True:
         lf = buf.find(b"\n", pos, limit)
@@ -159,12 +177,11 @@ def find_head_end(buf: bytearray, start: int, limit: int, hint: ConnectResponse 
 
 def head_octets_needed(buf: bytearray) -> int:
     """Octets that can surely be read without passing the head's end (1 to 4)."""
-    if buf.endswith(b"\r\n\r"):
-        return 1
-    if buf.endswith(b"\r\n"):
+    last = buf[-1:]  # most heads end in neither CR nor LF so far: one test
+    if last == b"\r":
+        return 1 if buf.endswith(b"\r\n\r") else 3
+    if last == b"\n" and buf.endswith(b"\r\n"):
         return 2
-    if buf.endswith(b"\r"):
-        return 3
     return 4
 
 
@@ -214,9 +231,9 @@ def parse_request_head(head: bytes) -> ConnectRequest:
             f"request line {request_line[:100]!r} is not 'CONNECT host:port HTTP/1.1'{detail}",
             reply_hint=BAD_REQUEST,
         )
-    headers = _fields(lines[1:], BAD_REQUEST)
+    fields = _fields(lines[1:], BAD_REQUEST)
     try:
-        return ConnectRequest(target=match[1], headers=headers, http_version=match[2])
+        return parsed_request(match[1], fields, match[2])
     except LocalProtocolError as exc:
         raise RemoteProtocolError(f"bad CONNECT request: {exc.message}", reply_hint=BAD_REQUEST) from None
 
@@ -232,11 +249,9 @@ def parse_response_head(head: bytes) -> ConnectResponse:
     match = _STATUS_LINE.fullmatch(lines[0])
     if match is None:
         raise RemoteProtocolError(f"status line {lines[0][:100]!r} is not 'HTTP/1.1 SSS reason'")
-    headers = _fields(lines[1:], None)
+    fields = _fields(lines[1:], None)
     try:
-        return ConnectResponse(
-            status_code=int(match[2]), reason=match[3] or b"", headers=headers, http_version=match[1]
-        )
+        return parsed_response(int(match[2]), match[3] or b"", fields, match[1])
     except LocalProtocolError as exc:
         raise RemoteProtocolError(f"bad response: {exc.message}") from None
 
@@ -260,7 +275,7 @@ def response_body_length(response: ConnectResponse, max_body_size: int) -> int:
 
 
 def _head_fields(headers: Headers) -> bytes:
-    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
 
 
 def encode_event(event: HttpConnectEvent) -> bytes:

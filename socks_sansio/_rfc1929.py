@@ -45,6 +45,27 @@ AUTH_VERSION: Final = 0x01
 _SOCKS5_VERSION: Final = 0x05
 
 
+def _username(value: object) -> bytes:
+    # Converters check as they convert (no validators), calling out only for errors.
+    octets = value.encode() if type(value) is str else to_bytes(value)
+    if not 0 < len(octets) <= 255:
+        check_length("username", octets, 1, 255)  # raises
+    return octets
+
+
+def _password(value: object) -> bytes:
+    octets = value.encode() if type(value) is str else to_bytes(value)
+    if len(octets) > 255:
+        check_length("password", octets, 0, 255)  # raises
+    return octets
+
+
+def _success(value: bool) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"success must be a bool, not {type(value).__name__}")
+    return value
+
+
 @final
 @attrs.frozen(kw_only=True)
 class UsernamePasswordRequest:
@@ -55,10 +76,8 @@ class UsernamePasswordRequest:
         password: 0 to 255 octets; ``str`` is encoded as UTF-8. Hidden from ``repr``.
     """
 
-    username: bytes = attrs.field(converter=to_bytes, validator=lambda _i, _a, v: check_length("username", v, 1, 255))
-    password: bytes = attrs.field(
-        converter=to_bytes, validator=lambda _i, _a, v: check_length("password", v, 0, 255), repr=False
-    )
+    username: bytes = attrs.field(converter=_username)
+    password: bytes = attrs.field(converter=_password, repr=False)
 
 
 @final
@@ -70,7 +89,19 @@ class UsernamePasswordReply:
     non-zero STATUS received is a failure.
     """
 
-    success: bool = attrs.field(validator=attrs.validators.instance_of(bool))
+    success: bool = attrs.field(converter=_success)
+
+
+# The parsers build events from octets they have checked: object.__new__ plus
+# the slots, as attrs' own __init__ sets them, skipping the converters.
+_new = object.__new__
+_set = object.__setattr__
+_SUCCESS: Final = _new(UsernamePasswordReply)
+_set(_SUCCESS, "success", True)
+_FAILURE: Final = _new(UsernamePasswordReply)
+_set(_FAILURE, "success", False)
+_SUCCESS_OCTETS: Final = bytes((AUTH_VERSION, 0x00))
+_FAILURE_OCTETS: Final = bytes((AUTH_VERSION, 0x01))
 
 
 def encode_auth_request(event: UsernamePasswordRequest) -> bytes:
@@ -85,7 +116,7 @@ def encode_auth_request(event: UsernamePasswordRequest) -> bytes:
 
 def encode_auth_reply(event: UsernamePasswordReply) -> bytes:
     """VER STATUS."""
-    return bytes((AUTH_VERSION, 0x00 if event.success else 0x01))
+    return _SUCCESS_OCTETS if event.success else _FAILURE_OCTETS
 
 
 def parse_auth_request(buf: bytearray) -> tuple[UsernamePasswordRequest, int] | int:
@@ -100,7 +131,7 @@ def parse_auth_request(buf: bytearray) -> tuple[UsernamePasswordRequest, int] | 
     """
     have = len(buf)
     if have and buf[0] != AUTH_VERSION:
-        raise RemoteProtocolError(_version_message(buf[0]), reply_hint=UsernamePasswordReply(success=False))
+        raise RemoteProtocolError(_version_message(buf[0]), reply_hint=_FAILURE)
     if have < 2:
         return 2
     ulen = buf[1]
@@ -110,7 +141,11 @@ def parse_auth_request(buf: bytearray) -> tuple[UsernamePasswordRequest, int] | 
     end = plen_at + 1 + buf[plen_at]
     if have < end:
         return end
-    event = UsernamePasswordRequest(username=bytes(buf[2:plen_at]), password=bytes(buf[plen_at + 1 : end]))
+    if not ulen:
+        raise RemoteProtocolError("username must be 1 to 255 octets long, got 0")
+    event = _new(UsernamePasswordRequest)
+    _set(event, "username", bytes(buf[2:plen_at]))
+    _set(event, "password", bytes(buf[plen_at + 1 : end]))
     return event, end
 
 
@@ -124,8 +159,9 @@ def parse_auth_reply(buf: bytearray, *, lenient_version: bool) -> tuple[Username
         if buf:
             _check_reply_version(buf[0], lenient_version)
         return 2
-    _check_reply_version(buf[0], lenient_version)
-    return UsernamePasswordReply(success=buf[1] == 0x00), 2
+    if buf[0] != AUTH_VERSION:
+        _check_reply_version(buf[0], lenient_version)
+    return (_FAILURE if buf[1] else _SUCCESS), 2
 
 
 def _check_reply_version(version: int, lenient: bool) -> None:

@@ -304,7 +304,9 @@ _AWAITED: Final = {
     S.AWAIT_REPLY: "the reply",
     S.AWAIT_BIND_PEER: "the second BIND reply",
 }
-_CLOSED: Final = ConnectionClosed()
+_CONNECTION_CLOSED: Final = ConnectionClosed()
+_EVENT_TYPES: Final = frozenset({Socks4Request, Socks4Reply, ConnectionClosed})
+_AWAIT_REQUEST: Final = Socks4State.AWAIT_REQUEST  # enum members are slow to look up on their class
 
 
 @final
@@ -338,7 +340,7 @@ class Socks4Connection(Machine[Socks4State, Socks4Event]):
     def __init__(
         self, our_role: Role, *, max_field_size: int = 1024, lenient_reply_version: bool = False
     ) -> None:
-        super().__init__(our_role, Socks4State.AWAIT_REQUEST)
+        Machine.__init__(self, our_role, _AWAIT_REQUEST)
         if type(max_field_size) is not int:
             raise TypeError(f"max_field_size must be int, not {type(max_field_size).__name__}")
         if max_field_size < 1:
@@ -355,17 +357,21 @@ class Socks4Connection(Machine[Socks4State, Socks4Event]):
 
     # -- protocol hooks -------------------------------------------------------
 
-    def _sender(self, state: Socks4State) -> Role | None:
-        return SENDER.get(state)
+    _SENDER = SENDER
+    _AWAITED = _AWAITED
+    _ERROR = Socks4State.ERROR
+    _CLOSED = Socks4State.CLOSED
+    _CLOSED_EVENT = _CONNECTION_CLOSED
+    _encode = staticmethod(encode_event)  # no wrapper method: one call less per send
 
     def _read(self) -> tuple[Socks4Event, int] | int:
-        buf = self._buffer.data
-        if self._state is Socks4State.AWAIT_REQUEST:
-            return parse_request(buf, self._progress, max_field_size=self._max_field_size)
-        return parse_reply(buf, eof=self._buffer.eof, lenient_version=self._lenient_reply_version)
+        buffer = self._buffer
+        if self._state is _AWAIT_REQUEST:
+            return parse_request(buffer.data, self._progress, max_field_size=self._max_field_size)
+        return parse_reply(buffer.data, eof=buffer.eof, lenient_version=self._lenient_reply_version)
 
     def _apply(self, role: Role, event: Socks4Event) -> None:
-        if not isinstance(event, Socks4Request | Socks4Reply | ConnectionClosed):
+        if type(event) not in _EVENT_TYPES:
             raise TypeError(f"not a SOCKS4 event: {event!r}")
         state = self._state
         what = classify(event, self._command)
@@ -374,25 +380,10 @@ class Socks4Connection(Machine[Socks4State, Socks4Event]):
             raise LocalProtocolError(
                 f"{type(event).__name__} from the {role.value} is not legal in state {state.name}"
             )
-        if isinstance(event, Socks4Request):
+        if type(event) is Socks4Request:
             self._command = event.command
             self._progress = RequestProgress()
         self._state = next_state
 
-    def _encode(self, event: Socks4Event) -> bytes:
-        return encode_event(event)
-
-    def _closed_event(self) -> Socks4Event:
-        return _CLOSED
-
     def _is_refusal(self, event: object) -> bool:
         return isinstance(event, Socks4Reply) and not event.granted
-
-    def _error_state(self) -> Socks4State:
-        return Socks4State.ERROR
-
-    def _closed_state(self) -> Socks4State:
-        return Socks4State.CLOSED
-
-    def _awaited(self) -> str:
-        return _AWAITED.get(self._state, "a message")

@@ -9,16 +9,24 @@ with a clear message rather than left hanging.
 
 from __future__ import annotations
 
-from typing import Final, final
+from typing import Final, NoReturn, final
 
 from ._codes import AuthMethod, Command
 from ._errors import LocalProtocolError
 from ._machine import Machine
 from ._rfc1929 import UsernamePasswordReply, parse_auth_reply, parse_auth_request
-from ._socks5_events import CommandReply, CommandRequest, ConnectionClosed, Greeting, MethodSelection, Socks5Event
+from ._socks5_events import (
+    SOCKS5_EVENT_TYPES,
+    CommandReply,
+    CommandRequest,
+    ConnectionClosed,
+    Greeting,
+    MethodSelection,
+    Socks5Event,
+)
 from ._socks5_state import SENDER, TRANSITIONS, Input, Socks5State, classify
 from ._socks5_wire import encode_event, parse_greeting, parse_method_selection, parse_reply, parse_request
-from ._util import Role
+from ._util import CLIENT, Role
 
 __all__ = ["Socks5Connection"]
 
@@ -31,13 +39,20 @@ _AWAITED: Final = {
     Socks5State.AWAIT_REPLY: "the reply",
     Socks5State.AWAIT_BIND_PEER: "the second BIND reply",
 }
-_CLOSED: Final = ConnectionClosed()
+_CONNECTION_CLOSED: Final = ConnectionClosed()
 _EARLY_STATES: Final = frozenset({Socks5State.AWAIT_METHOD, Socks5State.AWAIT_AUTH_REPLY})
-_REFUSED: Final = frozenset({Socks5State.MUST_CLOSE})
 _PIPELINE_METHODS: Final[dict[int, Socks5State]] = {
     AuthMethod.NO_AUTH: Socks5State.AWAIT_COMMAND,
     AuthMethod.USERNAME_PASSWORD: Socks5State.AWAIT_AUTH_REQUEST,
 }
+# Enum members are slow to look up on their class (EnumType.__getattr__): read them once.
+_AWAIT_GREETING: Final = Socks5State.AWAIT_GREETING
+_AWAIT_METHOD: Final = Socks5State.AWAIT_METHOD
+_AWAIT_AUTH_REQUEST: Final = Socks5State.AWAIT_AUTH_REQUEST
+_AWAIT_AUTH_REPLY: Final = Socks5State.AWAIT_AUTH_REPLY
+_AWAIT_COMMAND: Final = Socks5State.AWAIT_COMMAND
+_MUST_CLOSE: Final = Socks5State.MUST_CLOSE
+_NO_ACCEPTABLE: Final = AuthMethod.NO_ACCEPTABLE
 
 
 @final
@@ -67,14 +82,14 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
     _protocol = "SOCKS5"
 
     def __init__(self, our_role: Role, *, lenient_auth_version: bool = False, pipelining: bool = False) -> None:
-        super().__init__(our_role, Socks5State.AWAIT_GREETING)
+        Machine.__init__(self, our_role, _AWAIT_GREETING)
         self._lenient_auth_version = lenient_auth_version
-        self._pipelining = pipelining and our_role is Role.CLIENT
+        self._pipelining = pipelining and our_role is CLIENT
         self._offered: tuple[int, ...] = ()
         self._method: int | None = None
         self._command: Command | None = None
-        # Pipelining: events sent before their turn, and the state they lead to.
-        self._ahead: list[Socks5Event] = []
+        # Pipelining: events sent before their turn (a list once there is one), and the state they lead to.
+        self._ahead: list[Socks5Event] | None = None
         self._predicted: Socks5State | None = None
 
     @property
@@ -87,26 +102,19 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
         """The command of the request, once it was sent."""
         return self._command
 
-    def send(self, event: Socks5Event) -> bytes:
-        """Judge *event* and return its octets; see :meth:`Machine.send`.
-
-        With ``pipelining=True`` a client may also send its username/password
-        request and its command request while waiting for the server.
-        """
-        if self._pipelining and self._state in _EARLY_STATES and not isinstance(event, ConnectionClosed):
-            try:
-                self._send_ahead(event)
-            except LocalProtocolError:
-                self._fail(None)
-                raise
-            return self._encode(event)
-        return super().send(event)
+    def _send_out_of_turn(self, event: Socks5Event) -> bytes:
+        # With pipelining=True a client may send its username/password request and
+        # its command request while waiting for the server.
+        if not (self._pipelining and self._state in _EARLY_STATES):
+            return super()._send_out_of_turn(event)
+        self._send_ahead(event)
+        return encode_event(event)
 
     def _send_ahead(self, event: Socks5Event) -> None:
         predicted = self._predicted
         if predicted is None:
-            if self._state is Socks5State.AWAIT_AUTH_REPLY:
-                predicted = Socks5State.AWAIT_COMMAND
+            if self._state is _AWAIT_AUTH_REPLY:
+                predicted = _AWAIT_COMMAND
             elif len(self._offered) == 1 and self._offered[0] in _PIPELINE_METHODS:
                 predicted = _PIPELINE_METHODS[self._offered[0]]
             else:
@@ -115,72 +123,81 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
                 )
         what = classify(event, self._command)
         next_state = TRANSITIONS.get((predicted, what)) if what is not None else None
-        if next_state is None or SENDER.get(predicted) is not Role.CLIENT:
+        if next_state is None or SENDER.get(predicted) is not CLIENT:
             raise LocalProtocolError(f"{type(event).__name__} cannot be pipelined after state {predicted.name}")
-        if isinstance(event, CommandRequest):
+        if type(event) is CommandRequest:
             self._command = event.command
+        if self._ahead is None:
+            self._ahead = []
         self._ahead.append(event)
         # Past the server's turn, assume its successful answer (a refusal drops the queue).
-        self._predicted = Socks5State.AWAIT_COMMAND if next_state is Socks5State.AWAIT_AUTH_REPLY else next_state
+        self._predicted = _AWAIT_COMMAND if next_state is _AWAIT_AUTH_REPLY else next_state
 
-    def _replay_ahead(self) -> None:
-        if self._state in _REFUSED:
-            self._ahead.clear()  # the server refused; it ignores what we sent early
+    def _replay_ahead(self, ahead: list[Socks5Event]) -> None:
+        if self._state is _MUST_CLOSE:
+            ahead.clear()  # the server refused; it ignores what we sent early
             self._predicted = None
-        while self._ahead and SENDER.get(self._state) is Role.CLIENT:
-            event = self._ahead.pop(0)
+        while ahead and SENDER.get(self._state) is CLIENT:
+            event = ahead.pop(0)
             self._state = TRANSITIONS[(self._state, classify(event, self._command))]  # type: ignore[index]
-        if not self._ahead:
+        if not ahead:
             self._predicted = None
 
     # -- protocol hooks -------------------------------------------------------
 
-    def _sender(self, state: Socks5State) -> Role | None:
-        return SENDER.get(state)
+    _SENDER = SENDER
+    _AWAITED = _AWAITED
+    _ERROR = Socks5State.ERROR
+    _CLOSED = Socks5State.CLOSED
+    _CLOSED_EVENT = _CONNECTION_CLOSED
+    _encode = staticmethod(encode_event)  # no wrapper method: one call less per send
 
     def _read(self) -> tuple[Socks5Event, int] | int:
-        buf = self._buffer.data
+        buffer = self._buffer
         state = self._state
-        if state is Socks5State.AWAIT_GREETING:
-            return parse_greeting(buf)
-        if state is Socks5State.AWAIT_METHOD:
-            return parse_method_selection(buf)
-        if state is Socks5State.AWAIT_AUTH_REQUEST:
-            return parse_auth_request(buf)
-        if state is Socks5State.AWAIT_AUTH_REPLY:
-            return parse_auth_reply(buf, lenient_version=self._lenient_auth_version)
-        if state is Socks5State.AWAIT_COMMAND:
-            return parse_request(buf)
-        return parse_reply(buf, eof=self._buffer.eof)
+        if state is _AWAIT_METHOD:
+            return parse_method_selection(buffer.data)
+        if state is _AWAIT_GREETING:
+            return parse_greeting(buffer.data)
+        if state is _AWAIT_AUTH_REPLY:
+            return parse_auth_reply(buffer.data, lenient_version=self._lenient_auth_version)
+        if state is _AWAIT_COMMAND:
+            return parse_request(buffer.data)
+        if state is _AWAIT_AUTH_REQUEST:
+            return parse_auth_request(buffer.data)
+        return parse_reply(buffer.data, eof=buffer.eof)
 
     def _apply(self, role: Role, event: Socks5Event) -> None:
-        if not isinstance(event, Socks5Event):
-            raise TypeError(f"not a SOCKS5 event: {event!r}")
-        state = self._state
         what = classify(event, self._command)
-        next_state = TRANSITIONS.get((state, what)) if what is not None else None
+        next_state = TRANSITIONS.get((self._state, what)) if what is not None else None
         if next_state is None:
-            if what is Input.SELECT_UNIMPLEMENTED and state is Socks5State.AWAIT_METHOD:
-                assert isinstance(event, MethodSelection)
-                self._check_offered(event.method)
-                raise LocalProtocolError(
-                    f"method {_method_name(event.method)} was selected, which socks-sansio does not implement "
-                    "(it implements NO_AUTH 0x00 and USERNAME_PASSWORD 0x02)"
-                )
-            raise LocalProtocolError(
-                f"{type(event).__name__} from the {role.value} is not legal in state {state.name}"
-            )
-        if isinstance(event, Greeting):
-            self._offered = event.methods
-        elif isinstance(event, MethodSelection):
-            if event.method != AuthMethod.NO_ACCEPTABLE:
-                self._check_offered(event.method)
-            self._method = event.method
-        elif isinstance(event, CommandRequest):
+            self._refuse(role, event, what)
+        if type(event) is MethodSelection:
+            method = event.method
+            if method != _NO_ACCEPTABLE and method not in self._offered:
+                self._check_offered(method)  # raises
+            self._method = method
+        elif type(event) is CommandRequest:
             self._command = event.command
+        elif type(event) is Greeting:
+            self._offered = event.methods
         self._state = next_state
         if self._ahead and role is self.their_role:
-            self._replay_ahead()
+            self._replay_ahead(self._ahead)
+
+    def _refuse(self, role: Role, event: Socks5Event, what: Input | None) -> NoReturn:
+        """Raise the error for an event the table does not allow in the current state."""
+        if type(event) not in SOCKS5_EVENT_TYPES:
+            raise TypeError(f"not a SOCKS5 event: {event!r}")
+        state = self._state
+        if what is Input.SELECT_UNIMPLEMENTED and state is _AWAIT_METHOD:
+            assert isinstance(event, MethodSelection)
+            self._check_offered(event.method)
+            raise LocalProtocolError(
+                f"method {_method_name(event.method)} was selected, which socks-sansio does not implement "
+                "(it implements NO_AUTH 0x00 and USERNAME_PASSWORD 0x02)"
+            )
+        raise LocalProtocolError(f"{type(event).__name__} from the {role.value} is not legal in state {state.name}")
 
     def _check_offered(self, method: int) -> None:
         if method not in self._offered:
@@ -189,27 +206,12 @@ class Socks5Connection(Machine[Socks5State, Socks5Event]):
                 f"method {_method_name(method)} was selected but the client offered only {offered}"
             )
 
-    def _encode(self, event: Socks5Event) -> bytes:
-        return encode_event(event)
-
-    def _closed_event(self) -> Socks5Event:
-        return _CLOSED
-
     def _is_refusal(self, event: object) -> bool:
         if isinstance(event, MethodSelection):
             return event.method == AuthMethod.NO_ACCEPTABLE
         if isinstance(event, UsernamePasswordReply):
             return not event.success
         return isinstance(event, CommandReply) and not event.succeeded
-
-    def _error_state(self) -> Socks5State:
-        return Socks5State.ERROR
-
-    def _closed_state(self) -> Socks5State:
-        return Socks5State.CLOSED
-
-    def _awaited(self) -> str:
-        return _AWAITED.get(self._state, "a message")
 
 
 def _method_name(method: int) -> str:

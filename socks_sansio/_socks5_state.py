@@ -115,28 +115,39 @@ _SELECTIONS: Final[dict[int, Input]] = {
     AuthMethod.USERNAME_PASSWORD: Input.SELECT_USERNAME_PASSWORD,
     AuthMethod.NO_ACCEPTABLE: Input.SELECT_NO_ACCEPTABLE,
 }
-_SUCCESSES: Final = {
+_SUCCESSES: Final[dict[Command | None, Input]] = {
     Command.CONNECT: Input.CONNECT_SUCCEEDED,
     Command.BIND: Input.BIND_SUCCEEDED,
     Command.UDP_ASSOCIATE: Input.UDP_ASSOCIATE_SUCCEEDED,
 }
+# Enum members are slow to look up on their class (EnumType.__getattr__): read them once.
+_GREETING: Final = Input.GREETING
+_SELECT_UNIMPLEMENTED: Final = Input.SELECT_UNIMPLEMENTED
+_AUTH_REQUEST: Final = Input.AUTH_REQUEST
+_AUTH_SUCCESS: Final = Input.AUTH_SUCCESS
+_AUTH_FAILURE: Final = Input.AUTH_FAILURE
+_REQUEST: Final = Input.REQUEST
+_CONNECT_SUCCEEDED: Final = Input.CONNECT_SUCCEEDED
+_REPLY_FAILED: Final = Input.REPLY_FAILED
 
 
 def classify(event: Socks5Event, command: Command | None) -> Input | None:
-    """The input *event* stands for, given the request's *command*; ``None`` for ConnectionClosed."""
-    if isinstance(event, Greeting):
-        return Input.GREETING
-    if isinstance(event, MethodSelection):
-        return _SELECTIONS.get(event.method, Input.SELECT_UNIMPLEMENTED)
-    if isinstance(event, UsernamePasswordRequest):
-        return Input.AUTH_REQUEST
-    if isinstance(event, UsernamePasswordReply):
-        return Input.AUTH_SUCCESS if event.success else Input.AUTH_FAILURE
-    if isinstance(event, CommandRequest):
-        return Input.REQUEST
-    if isinstance(event, CommandReply):
-        if not event.succeeded:
-            return Input.REPLY_FAILED
+    """The input *event* stands for, given the request's *command*; ``None`` for ConnectionClosed
+    (and for anything that is not a SOCKS5 event)."""
+    # The event classes are final: identity tests of the class, most frequent first.
+    if type(event) is MethodSelection:
+        return _SELECTIONS.get(event.method, _SELECT_UNIMPLEMENTED)
+    if type(event) is CommandReply:
+        if event.code:  # not REP 0x00 SUCCEEDED
+            return _REPLY_FAILED
         # Before any request there is no command; no state then accepts a reply anyway.
-        return _SUCCESSES.get(command, Input.CONNECT_SUCCEEDED) if command else Input.CONNECT_SUCCEEDED
+        return _SUCCESSES.get(command, _CONNECT_SUCCEEDED)
+    if type(event) is Greeting:
+        return _GREETING
+    if type(event) is CommandRequest:
+        return _REQUEST
+    if type(event) is UsernamePasswordRequest:
+        return _AUTH_REQUEST
+    if type(event) is UsernamePasswordReply:
+        return _AUTH_SUCCESS if event.success else _AUTH_FAILURE
     return None

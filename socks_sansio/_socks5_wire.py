@@ -10,6 +10,10 @@ on its first byte. Readers raise only :class:`RemoteProtocolError`.
 Every SOCKS5 message is at most 4 + 1 + 255 + 2 = 262 octets (RFC 1929 requests
 at most 513), so re-reading a partial message after each new segment costs a
 bounded amount: the total work stays linear in the bytes received.
+
+Speed: readers build events with the ``parsed_*`` builders of
+:mod:`._socks5_events`, which skip the constructors' conversions (the octets
+were checked here), and map octets to enum members by table lookups.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Final
 
-from ._address import Address
+from ._address import Address, Host, checked_domain, trusted_address
 from ._codes import AddressType, AuthMethod, Command, ReplyCode, describe_reply
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._rfc1929 import UsernamePasswordReply, UsernamePasswordRequest, encode_auth_reply, encode_auth_request
@@ -27,6 +31,10 @@ from ._socks5_events import (
     Greeting,
     MethodSelection,
     Socks5Event,
+    parsed_greeting,
+    parsed_reply,
+    parsed_request,
+    parsed_selection,
 )
 
 __all__ = [
@@ -49,16 +57,25 @@ _UNSUPPORTED_COMMAND: Final = CommandReply(code=ReplyCode.COMMAND_NOT_SUPPORTED)
 _GENERAL_FAILURE: Final = CommandReply(code=ReplyCode.GENERAL_FAILURE)
 _NO_ACCEPTABLE: Final = MethodSelection(method=AuthMethod.NO_ACCEPTABLE)
 
+# Enum members are slow to look up on their class (EnumType.__getattr__): read them once.
+_IPV4: Final = AddressType.IPV4
+_DOMAIN: Final = AddressType.DOMAIN
+_IPV6: Final = AddressType.IPV6
+_SUCCEEDED: Final = ReplyCode.SUCCEEDED
+_COMMAND_OF_OCTET: Final = {int(command): command for command in Command}
+_IPv4Address = ipaddress.IPv4Address
+_IPv6Address = ipaddress.IPv6Address
+
 
 def encode_address(address: Address) -> bytes:
     """ATYP, the address (a domain after its length octet) and the port (RFC 1928 §4-5)."""
     host = address.host
     port = address.port.to_bytes(2, "big")
-    if isinstance(host, ipaddress.IPv4Address):
+    if isinstance(host, bytes):
+        return bytes((_DOMAIN, len(host))) + host + port
+    if isinstance(host, _IPv4Address):
         return b"\x01" + host.packed + port
-    if isinstance(host, ipaddress.IPv6Address):
-        return b"\x04" + host.packed + port
-    return bytes((AddressType.DOMAIN, len(host))) + host + port
+    return b"\x04" + host.packed + port
 
 
 def parse_address(buf: bytes | bytearray, start: int) -> tuple[Address, int] | int:
@@ -75,17 +92,12 @@ def parse_address(buf: bytes | bytearray, start: int) -> tuple[Address, int] | i
     if have <= start:
         return start + 1
     atyp = buf[start]
-    if atyp == AddressType.IPV4:
+    if atyp == _IPV4:
         end = start + 1 + 4 + 2
         if have < end:
             return end
-        host: object = ipaddress.IPv4Address(bytes(buf[start + 1 : start + 5]))
-    elif atyp == AddressType.IPV6:
-        end = start + 1 + 16 + 2
-        if have < end:
-            return end
-        host = ipaddress.IPv6Address(bytes(buf[start + 1 : start + 17]))
-    elif atyp == AddressType.DOMAIN:
+        host: Host = _IPv4Address(bytes(buf[start + 1 : start + 5]))
+    elif atyp == _DOMAIN:
         if have <= start + 1:
             return start + 2
         length = buf[start + 1]
@@ -95,25 +107,28 @@ def parse_address(buf: bytes | bytearray, start: int) -> tuple[Address, int] | i
         end = start + 2 + length + 2
         if have < end:
             return end
-        host = bytes(buf[start + 2 : start + 2 + length])
+        try:
+            host = checked_domain(bytes(buf[start + 2 : start + 2 + length]))
+        except LocalProtocolError as exc:
+            raise RemoteProtocolError(f"invalid address: {exc.message}", reply_hint=_GENERAL_FAILURE) from None
+    elif atyp == _IPV6:
+        end = start + 1 + 16 + 2
+        if have < end:
+            return end
+        host = _IPv6Address(bytes(buf[start + 1 : start + 17]))
     else:
         raise RemoteProtocolError(
             f"unknown address type 0x{atyp:02x}; RFC 1928 §5 defines 0x01 (IPv4), 0x03 (domain), 0x04 (IPv6)",
             reply_hint=_UNSUPPORTED_ATYP,
         )
-    port = (buf[end - 2] << 8) | buf[end - 1]
-    try:
-        return Address(host, port), end
-    except LocalProtocolError as exc:
-        raise RemoteProtocolError(f"invalid address: {exc.message}", reply_hint=_GENERAL_FAILURE) from None
+    return trusted_address(host, (buf[end - 2] << 8) | buf[end - 1]), end
 
 
-def _check_version(buf: bytes | bytearray, what: str, reply_hint: object) -> None:
-    if buf and buf[0] != SOCKS5_VERSION:
-        raise RemoteProtocolError(
-            f"{what} starts with 0x{buf[0]:02x}, expected SOCKS version 0x05{_looks_like(buf[0])}",
-            reply_hint=reply_hint,
-        )
+def _bad_version(buf: bytes | bytearray, what: str, reply_hint: object) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"{what} starts with 0x{buf[0]:02x}, expected SOCKS version 0x05{_looks_like(buf[0])}",
+        reply_hint=reply_hint,
+    )
 
 
 def _looks_like(first: int) -> str:
@@ -126,9 +141,14 @@ def _looks_like(first: int) -> str:
     return ""
 
 
+# Each reader checks VER the moment it arrives: ``buf and buf[0] != 5`` inline
+# (no call on the usual path), then ``_bad_version`` builds the error.
+
+
 def parse_greeting(buf: bytearray) -> tuple[Greeting, int] | int:
     """VER NMETHODS METHODS (RFC 1928 §3)."""
-    _check_version(buf, "the greeting", None)
+    if buf and buf[0] != SOCKS5_VERSION:
+        raise _bad_version(buf, "the greeting", None)
     if len(buf) < 2:
         return 2
     count = buf[1]
@@ -137,22 +157,24 @@ def parse_greeting(buf: bytearray) -> tuple[Greeting, int] | int:
     end = 2 + count
     if len(buf) < end:
         return end
-    return Greeting(methods=tuple(buf[2:end])), end
+    return parsed_greeting(buf[2:end]), end
 
 
 def parse_method_selection(buf: bytearray) -> tuple[MethodSelection, int] | int:
     """VER METHOD (RFC 1928 §3)."""
-    _check_version(buf, "the method selection", None)
+    if buf and buf[0] != SOCKS5_VERSION:
+        raise _bad_version(buf, "the method selection", None)
     if len(buf) < 2:
         return 2
-    return MethodSelection(method=buf[1]), 2
+    return parsed_selection(buf[1]), 2
 
 
 def parse_request(buf: bytearray) -> tuple[CommandRequest, int] | int:
     """VER CMD RSV ATYP DST.ADDR DST.PORT (RFC 1928 §4)."""
-    _check_version(buf, "the request", _GENERAL_FAILURE)
+    if buf and buf[0] != SOCKS5_VERSION:
+        raise _bad_version(buf, "the request", _GENERAL_FAILURE)
     have = len(buf)
-    if have >= 2 and buf[1] not in _COMMANDS:
+    if have >= 2 and buf[1] not in _COMMAND_OF_OCTET:
         raise RemoteProtocolError(
             f"unknown command 0x{buf[1]:02x}; RFC 1928 §4 defines 0x01 CONNECT, 0x02 BIND, 0x03 UDP ASSOCIATE",
             reply_hint=_UNSUPPORTED_COMMAND,
@@ -166,10 +188,7 @@ def parse_request(buf: bytearray) -> tuple[CommandRequest, int] | int:
     if isinstance(parsed, int):
         return parsed
     address, end = parsed
-    return CommandRequest(command=Command(buf[1]), address=address), end
-
-
-_COMMANDS: Final = frozenset(Command)
+    return parsed_request(_COMMAND_OF_OCTET[buf[1]], address), end
 
 
 def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
@@ -181,12 +200,13 @@ def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
     Its ``bound`` is then :data:`UNSPECIFIED_ADDRESS`; a malformed address
     consumes VER REP RSV ATYP only, a truncated reply everything received.
     """
-    _check_version(buf, "the reply", None)
+    if buf and buf[0] != SOCKS5_VERSION:
+        raise _bad_version(buf, "the reply", None)
     have = len(buf)
     if have < 2:
         return 2
     code = buf[1]
-    if code == ReplyCode.SUCCEEDED:
+    if code == _SUCCEEDED:
         if have >= 3 and buf[2] != 0:
             raise RemoteProtocolError(f"reserved octet of the reply is 0x{buf[2]:02x}, must be 0x00")
         if have < 3:
@@ -194,17 +214,17 @@ def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
         parsed = parse_address(buf, 3)
         if isinstance(parsed, int):
             return parsed
-        return CommandReply(code=code, bound=parsed[0]), parsed[1]
+        return parsed_reply(code, parsed[0]), parsed[1]
     # A failure: the code is known already; the rest only has to be skipped.
     try:
         parsed = parse_address(buf, 3) if have >= 3 else 4
     except RemoteProtocolError:
         # Bad ATYP or address: consume VER REP RSV ATYP (a fixed length, so what is
         # left in trailing_data does not depend on how the bytes were split).
-        return CommandReply(code=code), 4
+        return parsed_reply(code), 4
     if isinstance(parsed, int):
-        return (CommandReply(code=code), have) if eof else parsed
-    return CommandReply(code=code, bound=parsed[0]), parsed[1]
+        return (parsed_reply(code), have) if eof else parsed
+    return parsed_reply(code, parsed[0]), parsed[1]
 
 
 def describe_failed_reply(reply: CommandReply) -> str:
@@ -214,17 +234,17 @@ def describe_failed_reply(reply: CommandReply) -> str:
 
 def encode_event(event: Socks5Event) -> bytes:
     """The octets that carry *event* (:class:`ConnectionClosed` has none; ``send()`` handles it)."""
-    if isinstance(event, Greeting):
-        return bytes((SOCKS5_VERSION, len(event.methods), *event.methods))
-    if isinstance(event, MethodSelection):
-        return bytes((SOCKS5_VERSION, event.method))
-    if isinstance(event, UsernamePasswordRequest):
-        return encode_auth_request(event)
-    if isinstance(event, UsernamePasswordReply):
-        return encode_auth_reply(event)
-    if isinstance(event, CommandRequest):
+    # The event classes are final: an identity test of type() per class, cheapest first.
+    if type(event) is CommandRequest:
         return bytes((SOCKS5_VERSION, event.command, 0)) + encode_address(event.address)
-    if isinstance(event, CommandReply):
+    if type(event) is Greeting:
+        return bytes((SOCKS5_VERSION, len(event.methods), *event.methods))
+    if type(event) is UsernamePasswordRequest:
+        return encode_auth_request(event)
+    if type(event) is MethodSelection:
+        return bytes((SOCKS5_VERSION, event.method))
+    if type(event) is CommandReply:
         return bytes((SOCKS5_VERSION, event.code, 0)) + encode_address(event.bound)
+    if type(event) is UsernamePasswordReply:
+        return encode_auth_reply(event)
     raise TypeError(f"not an encodable SOCKS5 event: {event!r}")
-

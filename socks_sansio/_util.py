@@ -15,13 +15,16 @@ __all__ = ["CLIENT", "NEED_DATA", "PAUSED", "SERVER", "NeedData", "Paused", "Rol
 class Role(enum.Enum):
     """Which end of the conversation a connection object plays."""
 
+    # Members are singletons: identity hashing is correct, and much cheaper than Enum's.
+    __hash__ = object.__hash__
+
     CLIENT = "client"
     SERVER = "server"
 
     @property
     def peer(self) -> Role:
         """The other role."""
-        return Role.SERVER if self is Role.CLIENT else Role.CLIENT
+        return SERVER if self is CLIENT else CLIENT
 
 
 CLIENT: Final = Role.CLIENT

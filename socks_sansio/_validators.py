@@ -14,10 +14,10 @@ def to_bytes(value: object) -> bytes:
     """Accept ``bytes``-like values and ``str`` (encoded as UTF-8); store ``bytes``."""
     if isinstance(value, bytes):
         return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
     if isinstance(value, str):
         return value.encode("utf-8")
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
     raise TypeError(f"expected bytes or str, not {type(value).__name__}")
 
 
