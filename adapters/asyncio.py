@@ -46,7 +46,7 @@ import socket
 import ssl as _ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final, TypeVar, final
 
@@ -76,6 +76,7 @@ from ._common import (
     DEFAULT_RECV_SIZE,
     ConnectionInfo,
     Deadline,
+    Hop,
     ProxySpec,
     advertised,
     describe_target,
@@ -86,9 +87,11 @@ from ._common import (
     unwrap_relay_datagram,
 )
 from ._failover import Failures, RetryPolicy, candidates_for, plan_failover
+from ._pool import IdleConnections, PoolStats
 
 __all__ = [
     "BindListener",
+    "ProxyPool",
     "Tunnel",
     "UdpAssociation",
     "create_connection",
@@ -114,7 +117,7 @@ _TLS_IN_TLS: Final = sys.version_info >= (3, 11)
 
 
 class _StreamProtocol(asyncio.StreamReaderProtocol):
-    """A StreamReaderProtocol that remembers whether the peer sent EOF and knows when TLS runs on top.
+    """A StreamReaderProtocol that remembers whether the peer sent EOF (or anything) and knows when TLS runs on top.
 
     The EOF flag lets :func:`create_connection` pass a peer's EOF on to the new
     protocol; the TLS flag keeps SSLProtocol from warning that returning true from
@@ -125,6 +128,11 @@ class _StreamProtocol(asyncio.StreamReaderProtocol):
         super().__init__(reader)
         self.peer_eof = False
         self.tls = False
+        self.received = 0  # octets delivered so far: a pool's health check compares it
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        super().data_received(data)
 
     def eof_received(self) -> bool:
         self.peer_eof = True
@@ -250,8 +258,14 @@ async def _open(
     progress: _Progress,
     *,
     command: Command = Command.CONNECT,
+    prepare: bool = False,
 ) -> _Opened:
-    """Connect, run every hop's handshake, layer TLS; abort the connection on any failure."""
+    """Connect, run every hop's handshake, layer TLS; abort the connection on any failure.
+
+    With *prepare*, the last hop stops before its request (status ``READY``;
+    *target* and ``options.ssl`` unused): a connection for a :class:`ProxyPool`,
+    which :func:`_finish` completes.
+    """
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     hops = plan_hops(proxies, target)
@@ -259,10 +273,12 @@ async def _open(
     # Build every handshake whose target needs no resolution now, so that an
     # impossible request (an IPv6 target through SOCKS4...) fails before connecting.
     ready = [
-        None
+        ClientHandshake(hop.proxy, None)
+        if prepare and i == len(hops) - 1
+        else None
         if needs_local_resolution(hop.proxy, hop.target)
         else ClientHandshake(hop.proxy, hop.target, command=asked, pipelined=options.pipelined)
-        for hop, asked in zip(hops, commands, strict=False)
+        for i, (hop, asked) in enumerate(zip(hops, commands, strict=False))
     ]
     first = hops[0].proxy.address if hops else target
     progress.step, progress.proxy = f"TCP connect to {first}", (hops[0].describe() if hops else None)
@@ -275,12 +291,11 @@ async def _open(
         if not hops:
             raise
         raise ProxyConnectionError(f"cannot connect to the proxy: {exc}", proxy=hops[0].describe()) from exc
-    connect_time = time.monotonic() - started
+    timing = _Timing(connect=time.monotonic() - started)
     _set_socket_options(transport, nodelay=options.nodelay, keepalive=options.keepalive)
     link = _Link(reader, protocol, transport)
-    handshake_time = tls_time = 0.0
     handshake: ClientHandshake | None = None
-    try:
+    with _aborted_on_error(link, progress):
         for i, hop in enumerate(hops):
             progress.proxy = hop.describe()
             if hop.needs_tls:
@@ -289,7 +304,7 @@ async def _open(
                 mark = time.monotonic()
                 context = options.proxy_ssl or _ssl.create_default_context()
                 await link.start_tls(context, hop.proxy.address.host_str)
-                tls_time += time.monotonic() - mark
+                timing.tls += time.monotonic() - mark
             mark = time.monotonic()
             handshake = ready[i]
             if handshake is None:
@@ -298,16 +313,37 @@ async def _open(
             progress.step = f"{hop.proxy.protocol.name} handshake asking for {commands[i].name} {handshake.target}"
             logger.debug("asyncio: %s via %s", progress.step, hop.describe())
             await _run_handshake(link, handshake, until_listening=True)
-            logger.debug("asyncio: %s via %s done (bound %s)", progress.step, hop.describe(), handshake.bound)
-            handshake_time += time.monotonic() - mark
-        progress.proxy = None
-        if options.ssl is not None:
-            hostname = options.server_hostname or target.host_str
-            progress.step = f"TLS handshake with the target {hostname}"
-            logger.debug("asyncio: %s", progress.step)
-            mark = time.monotonic()
-            await link.start_tls(options.ssl, hostname)
-            tls_time += time.monotonic() - mark
+            logger.debug("asyncio: %s via %s: %s (bound %s)", progress.step, hop.describe(), handshake.status.name,
+                         handshake.bound)  # fmt: skip
+            timing.handshake += time.monotonic() - mark
+        if not prepare:
+            await _target_tls(link, target, options, progress, timing)
+    return _Opened(link=link, handshake=handshake, info=_info(hops, target, handshake, options, timing, started))
+
+
+@attrs.define
+class _Timing:
+    connect: float = 0.0
+    handshake: float = 0.0
+    tls: float = 0.0
+
+
+async def _target_tls(link: _Link, target: Address, options: _Options, progress: _Progress, timing: _Timing) -> None:
+    progress.proxy = None
+    if options.ssl is not None:
+        hostname = options.server_hostname or target.host_str
+        progress.step = f"TLS handshake with the target {hostname}"
+        logger.debug("asyncio: %s", progress.step)
+        mark = time.monotonic()
+        await link.start_tls(options.ssl, hostname)
+        timing.tls += time.monotonic() - mark
+
+
+@contextlib.contextmanager
+def _aborted_on_error(link: _Link, progress: _Progress) -> Iterator[None]:
+    """Abort the half-open connection on any error; an OSError talking to a proxy becomes ProxyConnectionError."""
+    try:
+        yield
     except OSError as exc:
         link.abort()
         if progress.proxy is None:
@@ -316,19 +352,29 @@ async def _open(
     except BaseException:
         link.abort()
         raise
+
+
+def _info(
+    hops: Sequence[Hop],
+    target: Address,
+    handshake: ClientHandshake | None,
+    options: _Options,
+    timing: _Timing,
+    started: float,
+) -> ConnectionInfo:
     info = ConnectionInfo(
         proxies=tuple(hop.describe() for hop in hops),
         target=target,
         protocol=hops[-1].proxy.protocol if hops else None,
         bound=handshake.bound if handshake else None,
         tls=options.ssl is not None,
-        connect_time=connect_time,
-        handshake_time=handshake_time,
-        tls_time=tls_time,
+        connect_time=timing.connect,
+        handshake_time=timing.handshake,
+        tls_time=timing.tls,
         total_time=time.monotonic() - started,
     )
     logger.debug("asyncio: connected to %s in %.3f s", target, info.total_time)
-    return _Opened(link=link, handshake=handshake, info=info)
+    return info
 
 
 async def _within(deadline: Deadline, progress: _Progress, work: Awaitable[_T]) -> _T:
@@ -1070,3 +1116,289 @@ async def _associate(proxy: ProxyURL, nodelay: bool, keepalive: bool, progress: 
         total_time=time.monotonic() - started,
     )
     return UdpAssociation(link, proxy, udp, receiver, relay, info)
+
+
+# --------------------------------------------------------------------------- pool
+
+
+@final
+class _Prepared:
+    """A pooled connection: the link and the last hop's handshake, waiting in status READY."""
+
+    __slots__ = ("handshake", "hops", "link", "received")
+
+    def __init__(self, opened: _Opened, hops: list[Hop]) -> None:
+        assert opened.handshake is not None
+        self.link = opened.link
+        self.handshake = opened.handshake
+        self.hops = hops
+        self.received = opened.link.protocol.received
+
+    def silent(self) -> bool:
+        """Whether the proxy said nothing since (no octet, no EOF, no error)."""
+        link = self.link
+        return (
+            link.protocol.received == self.received
+            and not link.protocol.peer_eof
+            and not link.transport.is_closing()
+            and link.reader.exception() is None
+        )
+
+
+async def _finish(
+    prepared: _Prepared, target: Address, options: _Options, progress: _Progress
+) -> _Opened:
+    """Complete a prepared connection: CONNECT to *target* (one round trip), then TLS to it if asked."""
+    started = time.monotonic()
+    link, handshake = prepared.link, prepared.handshake
+    timing = _Timing()
+    with _aborted_on_error(link, progress):
+        progress.proxy = handshake.proxy.redacted()
+        handshake.request(await _resolve(handshake.proxy, target, progress))
+        progress.step = f"{handshake.proxy.protocol.name} request for CONNECT {handshake.target} (pooled connection)"
+        logger.debug("asyncio: %s via %s", progress.step, progress.proxy)
+        await _run_handshake(link, handshake)
+        timing.handshake = time.monotonic() - started
+        await _target_tls(link, target, options, progress, timing)
+    info = _info(prepared.hops, target, handshake, options, timing, started)
+    return _Opened(link=link, handshake=handshake, info=info)
+
+
+@final
+class ProxyPool:
+    """Connections through a proxy (or a chain) prepared in advance: a new tunnel costs one round trip.
+
+    A prepared connection is connected and authenticated: TCP (and TLS for
+    ``https://``) to the proxy, every hop of a chain but the last one's
+    request, the SOCKS5 greeting and RFC 1929 exchange. :meth:`open_connection`
+    sends only the request and waits for its reply. SOCKS4 and HTTP proxies
+    have nothing before the request, so for them a prepared connection saves
+    the TCP (and TLS) set-up.
+
+    A background task keeps *size* connections ready: it starts when the pool
+    is entered (``async with``) and opens a new one whenever one is taken,
+    discarded or expired. A connection taken from the pool is checked first:
+    one older than *idle_timeout*, or on which the proxy sent anything or
+    closed, is discarded and the next one tried; when none is left (a miss)
+    the call connects cold, as :func:`open_connection` does, within the same
+    *timeout*. A pooled connection whose request fails because the connection
+    broke is replaced by a cold connect too. Each connection becomes exactly
+    one tunnel. Use it from one event loop.
+
+    Args:
+        proxy: a proxy URL or :class:`ProxyURL`, or a sequence of them (a chain).
+        size: how many prepared connections to keep ready.
+        idle_timeout: seconds a prepared connection may wait unused. Keep it
+            below the proxy's own limit for an unfinished negotiation (Dante's
+            ``timeout.negotiate``, ``socks-sansio serve --negotiation-timeout``: 10 s).
+        connect_timeout: the deadline for preparing one connection (in the background).
+        proxy_ssl: the context for ``https://`` proxies (default: :func:`ssl.create_default_context`).
+        nodelay: set ``TCP_NODELAY``.
+        keepalive: set ``SO_KEEPALIVE``.
+        limit: the StreamReader's buffer limit.
+
+    Raises:
+        LocalProtocolError: no proxy was given.
+        ValueError, TypeError: a *size* or *idle_timeout* that cannot work.
+    """
+
+    def __init__(
+        self,
+        proxy: ProxySpec | Sequence[ProxySpec],
+        *,
+        size: int = 4,
+        idle_timeout: float = 5.0,
+        connect_timeout: float | None = 10.0,
+        proxy_ssl: _ssl.SSLContext | None = None,
+        nodelay: bool = True,
+        keepalive: bool = True,
+        limit: int = _STREAM_LIMIT,
+    ) -> None:
+        self._proxies = to_proxies(proxy)
+        if not self._proxies:
+            raise LocalProtocolError("a ProxyPool needs at least one proxy")
+        self._idle: IdleConnections[_Prepared] = IdleConnections(size, idle_timeout)
+        self._connect_timeout = connect_timeout
+        self._options = _Options(
+            ssl=None, server_hostname=None, proxy_ssl=proxy_ssl, pipelined=False, nodelay=nodelay,
+            keepalive=keepalive, limit=limit,
+        )  # fmt: skip
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._maintainer: asyncio.Task[None] | None = None
+
+    @property
+    def stats(self) -> PoolStats:
+        """Hits, misses, discarded, opened and failed connections so far."""
+        return self._idle.stats
+
+    @property
+    def ready(self) -> int:
+        """How many prepared connections wait now."""
+        return len(self._idle)
+
+    def _start(self) -> None:
+        if self._idle.closed:
+            raise RuntimeError("this ProxyPool is closed")
+        if self._maintainer is None:
+            self._maintainer = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def _refill_one(self) -> None:
+        """Open one prepared connection (a refill already counted by start_refills) and hand it to the pool."""
+        progress = _Progress()
+        hops = plan_hops(self._proxies, _NOWHERE)
+        try:
+            opened = await _within(
+                Deadline(self._connect_timeout), progress,
+                _open(_NOWHERE, self._proxies, self._options, progress, prepare=True),
+            )  # fmt: skip
+        except BaseException:
+            self._idle.refilled(None)
+            self._changed.set()
+            raise
+        prepared = _Prepared(opened, hops)
+        if not self._idle.refilled(prepared):
+            prepared.link.abort()
+        self._changed.set()
+        self._wake.set()  # the background task's next expiry may have changed
+
+    async def _maintain(self) -> None:
+        """Keep *size* connections ready; close the expired ones; back off while preparing fails."""
+        backoff = 0.0
+        while True:
+            self._wake.clear()
+            _abort_all(self._idle.expired())
+            wanted = self._idle.start_refills()
+            for done in range(wanted):
+                try:
+                    await self._refill_one()
+                except Exception as exc:
+                    logger.debug("asyncio: pool: preparing a connection failed: %s: %s", type(exc).__name__, exc)
+                    self._idle.cancel_refills(wanted - done - 1)
+                    backoff = min(max(2 * backoff, 0.1), self._idle.idle_timeout)
+                    await asyncio.sleep(backoff)
+                    break
+            else:
+                backoff = 0.0
+            if wanted:
+                continue
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._idle.next_expiry())
+
+    async def fill(self) -> None:
+        """Get *size* prepared connections ready now (a warm-up before the first call).
+
+        Raises:
+            ProxyError: preparing a connection failed (``ProxyAuthError`` when the
+                proxy refuses the credentials), as :func:`open_connection` would raise it.
+            RuntimeError: the pool is closed.
+        """
+        self._start()
+        while True:
+            if self._idle.closed:
+                raise RuntimeError("this ProxyPool is closed")
+            wanted = self._idle.start_refills()
+            if not wanted and not self._idle.opening:
+                return
+            if not wanted:
+                self._changed.clear()
+                await self._changed.wait()  # the background task is opening the last ones
+                continue
+            try:
+                await asyncio.gather(*(self._refill_one() for _ in range(wanted)))
+            except BaseException:
+                self._wake.set()
+                raise
+
+    async def _take(self, target: Address, options: _Options, progress: _Progress) -> _Opened:
+        self._start()
+        prepared, doomed = self._idle.take(_Prepared.silent)
+        self._wake.set()  # the background task replaces what was taken or discarded
+        _abort_all(doomed)
+        if prepared is not None:
+            try:
+                opened = await _finish(prepared, target, options, progress)
+            except ProxyConnectionError as exc:
+                self._idle.lost()
+                logger.debug("asyncio: pool: the prepared connection broke (%s); connecting cold", exc)
+            else:
+                logger.debug("asyncio: pool: hit for %s", target)
+                return opened
+        logger.debug("asyncio: pool: miss for %s; connecting cold", target)
+        return await _open(target, self._proxies, options, progress)
+
+    async def open_tunnel(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None = None,
+        ssl: _ssl.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+    ) -> Tunnel:
+        """Connect to *host*:*port* through the pool's proxies, as :func:`open_tunnel` does.
+
+        Args:
+            host, port, timeout, ssl, server_hostname: as for :func:`open_tunnel`;
+                *timeout* covers the request on a prepared connection and, on a
+                miss, the whole cold connect.
+
+        Raises:
+            RuntimeError: the pool is closed.
+            ProxyError, OSError: as :func:`open_tunnel`.
+        """
+        context = _tls_context(ssl)
+        if server_hostname is not None and context is None:
+            raise LocalProtocolError("server_hostname is only meaningful with ssl=")
+        options = attrs.evolve(self._options, ssl=context, server_hostname=server_hostname)
+        progress = _Progress()
+        opened = await _within(Deadline(timeout), progress, self._take(describe_target(host, port), options, progress))
+        link = opened.link
+        return Tunnel(link.reader, link.writer(), opened.info, link.raw)
+
+    async def open_connection(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None = None,
+        ssl: _ssl.SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Like :func:`open_connection`, from the pool. Arguments as in :meth:`open_tunnel`."""
+        tunnel = await self.open_tunnel(host, port, timeout=timeout, ssl=ssl, server_hostname=server_hostname)
+        return tunnel.reader, tunnel.writer
+
+    async def aclose(self) -> None:
+        """Stop the background task and close every idle connection. Idempotent.
+
+        Tunnels already handed out are the caller's and stay open.
+        """
+        _abort_all(self._idle.close())
+        self._changed.set()
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintainer
+            self._maintainer = None
+
+    async def __aenter__(self) -> ProxyPool:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<ProxyPool via {[p.redacted() for p in self._proxies]} {self._idle.stats}>"
+
+
+_NOWHERE: Final = Address("0.0.0.0", 0)
+"""The target a prepared connection is planned with: its last hop never asks for it."""
+
+
+def _abort_all(prepared: Sequence[_Prepared]) -> None:
+    for each in prepared:
+        each.link.abort()

@@ -43,6 +43,7 @@ import os
 import selectors
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -82,9 +83,11 @@ from ._common import (
     unwrap_relay_datagram,
 )
 from ._failover import Failures, RetryPolicy, candidates_for, plan_failover
+from ._pool import IdleConnections, PoolStats
 
 __all__ = [
     "BindListener",
+    "ProxyPool",
     "SocketLike",
     "TLSInTLSSocket",
     "Tunnel",
@@ -575,8 +578,13 @@ def _chain(
     *,
     command: Command = Command.CONNECT,
     proxy_ssl: ssl.SSLContext | None,
+    prepare: bool = False,
 ) -> tuple[SocketLike, ClientHandshake | None, list[Hop]]:
     """Open the stream through every hop; the last hop's handshake ends at its first reply.
+
+    With *prepare*, the last hop stops before its request instead (status
+    ``READY``, *target* unused): a connection for a :class:`ProxyPool`, which
+    :func:`_request` finishes.
 
     Returns:
         the stream, the last hop's handshake (``None`` without proxies) and the hops.
@@ -585,8 +593,9 @@ def _chain(
     if not hops:
         return call.open_tcp(target, None), None, hops
     for index, hop in enumerate(hops):  # an impossible request fails before any I/O
-        if not needs_local_resolution(hop.proxy, hop.target):
-            hop.handshake(command=command if index == len(hops) - 1 else Command.CONNECT)
+        is_last = index == len(hops) - 1
+        if not needs_local_resolution(hop.proxy, hop.target) and not (prepare and is_last):
+            hop.handshake(command=command if is_last else Command.CONNECT)
     stream: SocketLike = call.open_tcp(hops[0].proxy.address, hops[0])
     handshake: ClientHandshake | None = None
     try:
@@ -594,15 +603,27 @@ def _chain(
             if hop.needs_tls:
                 context = proxy_ssl if proxy_ssl is not None else ssl.create_default_context()
                 stream = call.start_tls(stream, context, hop.proxy.address.host_str, hop)
-            hop = call.resolve(hop)  # noqa: PLW2901 - the same hop, with an address for its target
             is_last = index == len(hops) - 1
-            handshake = hop.handshake(command=command if is_last else Command.CONNECT, pipelined=call.pipelined)
-            logger.debug("hop %d/%d: %s to %s", index + 1, len(hops), hop.describe(), hop.target)
+            if prepare and is_last:
+                handshake = ClientHandshake(hop.proxy, None)
+                logger.debug("hop %d/%d: %s, prepared up to the request", index + 1, len(hops), hop.describe())
+            else:
+                hop = call.resolve(hop)  # noqa: PLW2901 - the same hop, with an address for its target
+                handshake = hop.handshake(command=command if is_last else Command.CONNECT, pipelined=call.pipelined)
+                logger.debug("hop %d/%d: %s to %s", index + 1, len(hops), hop.describe(), hop.target)
             call.handshake(stream, handshake, hop, _in_progress_done)
     except BaseException:
         stream.close()
         raise
     return stream, handshake, hops
+
+
+def _request(call: _Call, stream: SocketLike, handshake: ClientHandshake, target: Address) -> None:
+    """Finish a prepared handshake (status ``READY``): CONNECT to *target*, up to the reply."""
+    hop = call.resolve(Hop(handshake.proxy, target))
+    handshake.request(hop.target)
+    logger.debug("%s: prepared connection asks for %s", hop.describe(), hop.target)
+    call.handshake(stream, handshake, hop, _in_progress_done)
 
 
 def _failover_chain(
@@ -778,9 +799,22 @@ def _connect(
             proxy, failover, lambda: _proxies_for(proxy, host, port, tls=tls is not None, trust_env=trust_env)
         )
         proxies, stream, last = _failover_chain(call, candidates, retry or RetryPolicy(), target, proxy_ssl)
+    return _complete(call, stream, last, proxies, target, tls, server_hostname or host)
+
+
+def _complete(
+    call: _Call,
+    stream: SocketLike,
+    last: ClientHandshake | None,
+    proxies: Sequence[ProxyURL],
+    target: Address,
+    tls: ssl.SSLContext | None,
+    server_hostname: str,
+) -> Tunnel:
+    """TLS to the target if asked, then the :class:`Tunnel` (the stream is closed on failure)."""
     try:
         if tls is not None:
-            stream = call.start_tls(stream, tls, server_hostname or host, None)
+            stream = call.start_tls(stream, tls, server_hostname, None)
         stream.settimeout(None)
     except BaseException:
         stream.close()
@@ -1168,3 +1202,271 @@ def open_udp_association(
         if udp is not None:
             udp.close()
         raise
+
+
+# ---------------------------------------------------------------------------- pool
+
+
+@final
+class _Prepared:
+    """A pooled connection: the stream and the last hop's handshake, waiting in status READY."""
+
+    __slots__ = ("handshake", "stream")
+
+    def __init__(self, stream: SocketLike, handshake: ClientHandshake) -> None:
+        self.stream = stream
+        self.handshake = handshake
+
+
+def _silent(prepared: _Prepared) -> bool:
+    """Whether the proxy said nothing since the connection was prepared (no octet, no EOF, no error).
+
+    One non-blocking read: over TLS it also consumes what TLS sends after its
+    handshake (session tickets), which is not application data.
+    """
+    stream = prepared.stream
+    try:
+        stream.settimeout(0)
+        stream.recv(1)
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return True
+    except OSError:
+        return False
+    return False  # an EOF, or an octet the proxy had no reason to send
+
+
+@final
+class ProxyPool:
+    """Connections through a proxy (or a chain) prepared in advance: a new tunnel costs one round trip.
+
+    A prepared connection is connected and authenticated: TCP (and TLS for
+    ``https://``) to the proxy, every hop of a chain but the last one's
+    request, the SOCKS5 greeting and RFC 1929 exchange. :meth:`connect` sends
+    only the request and waits for its reply. SOCKS4 and HTTP proxies have
+    nothing before the request, so for them a prepared connection saves the
+    TCP (and TLS) set-up.
+
+    A background thread keeps *size* connections ready: it starts filling at
+    once and opens a new one whenever one is taken or discarded. A connection
+    taken from the pool is checked first: one older than *idle_timeout*, or on
+    which the proxy sent anything or closed, is discarded, and the next one is
+    tried; when none is left (a miss) :meth:`connect` connects cold, as
+    :func:`connect` does, within the same *timeout*. A pooled connection whose
+    request fails because the connection broke is also replaced by a cold
+    connect. Connections are never shared: each becomes exactly one tunnel.
+    Thread-safe.
+
+    Args:
+        proxy: a proxy URL or :class:`ProxyURL`, or a sequence of them (a chain).
+        size: how many prepared connections to keep ready.
+        idle_timeout: seconds a prepared connection may wait unused. Keep it
+            below the proxy's own limit for an unfinished negotiation (Dante's
+            ``timeout.negotiate``, ``socks-sansio serve --negotiation-timeout``: 10 s).
+        connect_timeout: the deadline for preparing one connection (in the background).
+        proxy_ssl: the context for ``https://`` proxies (default: :func:`ssl.create_default_context`).
+        nodelay: set ``TCP_NODELAY``.
+        keepalive: set ``SO_KEEPALIVE``.
+
+    Use it as a context manager, or call :meth:`close`.
+
+    Raises:
+        LocalProtocolError: no proxy was given.
+        ValueError, TypeError: a *size* or *idle_timeout* that cannot work.
+    """
+
+    def __init__(
+        self,
+        proxy: ProxySpec | Sequence[ProxySpec],
+        *,
+        size: int = 4,
+        idle_timeout: float = 5.0,
+        connect_timeout: float | None = 10.0,
+        proxy_ssl: ssl.SSLContext | None = None,
+        nodelay: bool = True,
+        keepalive: bool = True,
+    ) -> None:
+        self._proxies = to_proxies(proxy)
+        if not self._proxies:
+            raise LocalProtocolError("a ProxyPool needs at least one proxy")
+        self._idle: IdleConnections[_Prepared] = IdleConnections(size, idle_timeout)
+        self._connect_timeout = connect_timeout
+        self._proxy_ssl = proxy_ssl
+        self._nodelay = nodelay
+        self._keepalive = keepalive
+        self._cond = threading.Condition()
+        self._filler = threading.Thread(target=self._fill_in_background, name="socks-sansio ProxyPool", daemon=True)
+        self._filler.start()
+
+    @property
+    def stats(self) -> PoolStats:
+        """Hits, misses, discarded, opened and failed connections so far."""
+        return self._idle.stats
+
+    @property
+    def ready(self) -> int:
+        """How many prepared connections wait now."""
+        with self._cond:
+            return len(self._idle)
+
+    def _prepare(self) -> _Prepared:
+        call = _Call(self._connect_timeout, nodelay=self._nodelay, keepalive=self._keepalive)
+        stream, handshake, _ = _chain(call, self._proxies, Address("0.0.0.0", 0), proxy_ssl=self._proxy_ssl,
+                                      prepare=True)  # fmt: skip
+        assert handshake is not None
+        return _Prepared(stream, handshake)
+
+    def _refill_one(self) -> None:
+        """Open one prepared connection (a refill already counted by start_refills) and hand it to the pool."""
+        try:
+            prepared = self._prepare()
+        except BaseException:
+            with self._cond:
+                self._idle.refilled(None)
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            kept = self._idle.refilled(prepared)
+            self._cond.notify_all()
+        if not kept:
+            prepared.stream.close()
+
+    def _give_up(self, refills: int) -> None:
+        with self._cond:
+            self._idle.cancel_refills(refills)
+            self._cond.notify_all()
+
+    def _fill_in_background(self) -> None:
+        backoff = 0.0
+        while True:
+            with self._cond:
+                if backoff:
+                    self._cond.wait(backoff)
+                while not self._idle.closed and not (wanted := self._idle.start_refills()):
+                    self._cond.wait(self._idle.next_expiry())
+                    _close_all(self._idle.expired())
+                if self._idle.closed:
+                    return
+            for done in range(wanted):
+                try:
+                    self._refill_one()
+                except Exception as exc:
+                    logger.debug("pool: preparing a connection failed: %s: %s", type(exc).__name__, exc)
+                    self._give_up(wanted - done - 1)  # this round's other refills
+                    backoff = min(max(2 * backoff, 0.1), self._idle.idle_timeout)
+                    break
+            else:
+                backoff = 0.0
+
+    def fill(self) -> None:
+        """Get *size* prepared connections ready now, opening the missing ones in this thread.
+
+        A warm-up before the first call: it returns when the pool is full
+        (refills the background thread already started included).
+
+        Raises:
+            ProxyError: preparing a connection failed (``ProxyAuthError`` when the
+                proxy refuses the credentials), as :func:`connect` would raise it.
+            RuntimeError: the pool is closed.
+        """
+        while True:
+            with self._cond:
+                while not self._idle.closed and not (wanted := self._idle.start_refills()) and self._idle.opening:
+                    self._cond.wait()  # the background thread is opening the last ones
+                if self._idle.closed:
+                    raise RuntimeError("this ProxyPool is closed")
+                if not wanted:
+                    return
+            for done in range(wanted):
+                try:
+                    self._refill_one()
+                except BaseException:
+                    self._give_up(wanted - done - 1)
+                    raise
+
+    def connect(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None = None,
+        ssl: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> SocketLike:
+        """Connect to *host*:*port* through the pool's proxies, as :func:`connect` does.
+
+        Args:
+            host, port, timeout, ssl, server_hostname: as for :func:`connect`;
+                *timeout* covers the request on a prepared connection and, on a
+                miss, the whole cold connect.
+
+        Returns:
+            the socket, as :func:`connect` returns it.
+
+        Raises:
+            RuntimeError: the pool is closed.
+            ProxyError, OSError, ssl.SSLError: as :func:`connect`.
+        """
+        return self.open_tunnel(host, port, timeout=timeout, ssl=ssl, server_hostname=server_hostname).socket
+
+    def open_tunnel(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None = None,
+        ssl: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Tunnel:
+        """Like :meth:`connect`, but return a :class:`Tunnel` (the socket and its :class:`ConnectionInfo`)."""
+        call = _Call(timeout, nodelay=self._nodelay, keepalive=self._keepalive)
+        target = Address(host, port)
+        with self._cond:
+            if self._idle.closed:
+                raise RuntimeError("this ProxyPool is closed")
+            prepared, doomed = self._idle.take(_silent)
+            self._cond.notify_all()  # the filler replaces what was taken or discarded
+        _close_all(doomed)
+        if prepared is not None:
+            try:
+                _request(call, prepared.stream, prepared.handshake, target)
+            except ProxyConnectionError as exc:
+                prepared.stream.close()
+                with self._cond:
+                    self._idle.lost()
+                logger.debug("pool: the prepared connection broke (%s); connecting cold", exc)
+            except BaseException:
+                prepared.stream.close()
+                raise
+            else:
+                logger.debug("pool: hit for %s", target)
+                return _complete(call, prepared.stream, prepared.handshake, self._proxies, target, ssl,
+                                 server_hostname or host)  # fmt: skip
+        logger.debug("pool: miss for %s; connecting cold", target)
+        stream, last, _ = _chain(call, self._proxies, target, proxy_ssl=self._proxy_ssl)
+        return _complete(call, stream, last, self._proxies, target, ssl, server_hostname or host)
+
+    def close(self) -> None:
+        """Close every idle connection and stop the background thread. Idempotent.
+
+        Tunnels already handed out are the caller's and stay open.
+        """
+        with self._cond:
+            doomed = self._idle.close()
+            self._cond.notify_all()
+        _close_all(doomed)
+        if self._filler is not threading.current_thread():
+            self._filler.join()
+
+    def __enter__(self) -> ProxyPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ProxyPool via {[p.redacted() for p in self._proxies]} {self._idle.stats}>"
+
+
+def _close_all(prepared: Sequence[_Prepared]) -> None:
+    for each in prepared:
+        each.stream.close()

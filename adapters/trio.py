@@ -27,11 +27,12 @@ with frames, HTTP requests and timings), :func:`open_udp_association`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl as _ssl
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Final, final
+from typing import Any, Final, final
 
 import trio
 import trio.socket as tsocket
@@ -69,11 +70,13 @@ from ._common import (
     unwrap_relay_datagram,
 )
 from ._failover import Failures, RetryPolicy, candidates_for, plan_failover
+from ._pool import IdleConnections, PoolStats
 
 __all__ = [
     "BindListener",
     "HalfCloseablePrefixedStream",
     "PrefixedStream",
+    "ProxyPool",
     "Tunnel",
     "UdpAssociation",
     "handshake_over",
@@ -180,6 +183,8 @@ async def handshake_over(stream: trio.abc.Stream, handshake: ClientHandshake) ->
     handshake is established, or, for BIND, until the first reply (status
     ``BIND_LISTENING``: the proxy's listening address is ``handshake.bound``);
     call it again with the same handshake to wait for BIND's second reply.
+    A prepared handshake (``target=None``) stops at ``READY``; call it again
+    after :meth:`~socks_sansio.ClientHandshake.request`.
 
     Args:
         stream: connected to the proxy (any ``trio.abc.Stream``, TLS or not).
@@ -211,6 +216,9 @@ async def handshake_over(stream: trio.abc.Stream, handshake: ClientHandshake) ->
         ) from exc
     if handshake.status is HandshakeStatus.BIND_LISTENING:
         logger.debug("trio: %s listens for the BIND peer at %s", proxy, handshake.bound)
+        return stream
+    if handshake.status is HandshakeStatus.READY:
+        logger.debug("trio: %s is prepared, waiting for the request", proxy)
         return stream
     logger.debug("trio: handshake with %s done (bound %s)", proxy, handshake.bound)
     data, eof = handshake.trailing_data
@@ -318,10 +326,13 @@ async def _open_chain(
     nodelay: bool,
     keepalive: bool,
     progress: _Progress,
+    prepare: bool = False,
 ) -> _Chain:
     """Connect to the first hop and run every hop's handshake; the last hop runs *command*.
 
-    On any error (or cancellation) everything opened is closed.
+    With *prepare*, the last hop stops before its request (status ``READY``,
+    *target* unused): a connection for a :class:`ProxyPool`. On any error (or
+    cancellation) everything opened is closed.
     """
     hops = plan_hops(proxies, target)
     first = hops[0] if hops else None
@@ -347,14 +358,14 @@ async def _open_chain(
                         f"the TLS handshake with the proxy {hop.describe()} failed: {exc.__cause__ or exc}",
                         proxy=hop.describe(),
                     ) from exc
-            hop_target = hop.target
-            if needs_local_resolution(hop.proxy, hop_target):
-                progress.step = f"resolving {hop_target.host_str}"
-                hop_target = await _resolve(hop_target, ipv4_only=hop.proxy.protocol is ProxyProtocol.SOCKS4)
             last = i == len(hops) - 1
-            handshake = ClientHandshake(
-                hop.proxy, hop_target, command=command if last else Command.CONNECT, pipelined=pipelined
-            )
+            if prepare and last:
+                handshake = ClientHandshake(hop.proxy, None)
+            else:
+                hop_target = await _hop_target(hop.proxy, hop.target, progress)
+                handshake = ClientHandshake(
+                    hop.proxy, hop_target, command=command if last else Command.CONNECT, pipelined=pipelined
+                )
             progress.step = "the proxy handshake"
             started = trio.current_time()
             stream = await handshake_over(stream, handshake)
@@ -363,6 +374,14 @@ async def _open_chain(
         await trio.aclose_forcefully(stream)
         raise
     return _Chain(stream, socket_stream, handshake)
+
+
+async def _hop_target(proxy: ProxyURL, target: Address, progress: _Progress) -> Address:
+    """*target* as *proxy* must see it: resolved here for ``socks5://`` and ``socks4://``."""
+    if not needs_local_resolution(proxy, target):
+        return target
+    progress.step = f"resolving {target.host_str}"
+    return await _resolve(target, ipv4_only=proxy.protocol is ProxyProtocol.SOCKS4)
 
 
 def _choose_proxies(
@@ -536,35 +555,49 @@ async def open_tunnel(
                 break
             else:
                 raise failures.final_error()
-        stream = chain.stream
-        if ssl is not None:
-            progress.step = "the TLS handshake with the target"
-            progress.proxy = None
-            try:
-                stream = await _start_tls(
-                    stream,
-                    ssl,
-                    server_hostname if server_hostname is not None else _host_text(host),
-                    https_compatible=https_compatible,
-                    progress=progress,
-                )
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-        info = ConnectionInfo(
-            proxies=tuple(p.redacted() for p in proxies),
-            target=target,
-            protocol=proxies[-1].protocol if proxies else None,
-            bound=chain.handshake.bound if chain.handshake else None,
-            tls=ssl is not None,
-            connect_time=progress.connect_time,
-            handshake_time=progress.handshake_time,
-            tls_time=progress.tls_time,
-            total_time=trio.current_time() - started,
-        )
-        logger.debug("trio: connected to %s via %d proxies in %.3f s", target, len(proxies), info.total_time)
-        return Tunnel(stream, info)
+        return await _complete(
+            chain, proxies, target, ssl=ssl, server_hostname=server_hostname if server_hostname is not None
+            else _host_text(host), https_compatible=https_compatible, progress=progress, started=started,
+        )  # fmt: skip
     raise failures.annotate(deadline.expired_error(progress.step, progress.proxy))
+
+
+async def _complete(
+    chain: _Chain,
+    proxies: Sequence[ProxyURL],
+    target: Address,
+    *,
+    ssl: _ssl.SSLContext | None,
+    server_hostname: str,
+    https_compatible: bool,
+    progress: _Progress,
+    started: float,
+) -> Tunnel:
+    """TLS to the target if asked, then the :class:`Tunnel` (the stream is closed on failure)."""
+    stream = chain.stream
+    if ssl is not None:
+        progress.step = "the TLS handshake with the target"
+        progress.proxy = None
+        try:
+            stream = await _start_tls(
+                stream, ssl, server_hostname, https_compatible=https_compatible, progress=progress
+            )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    info = ConnectionInfo(
+        proxies=tuple(p.redacted() for p in proxies),
+        target=target,
+        protocol=proxies[-1].protocol if proxies else None,
+        bound=chain.handshake.bound if chain.handshake else None,
+        tls=ssl is not None,
+        connect_time=progress.connect_time,
+        handshake_time=progress.handshake_time,
+        tls_time=progress.tls_time,
+        total_time=trio.current_time() - started,
+    )
+    logger.debug("trio: connected to %s via %d proxies in %.3f s", target, len(proxies), info.total_time)
+    return Tunnel(stream, info)
 
 
 @final
@@ -907,3 +940,321 @@ class UdpAssociation:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+# -- pool ----------------------------------------------------------------------------------------
+
+
+@final
+class _Prepared:
+    """A pooled connection, the last hop's handshake waiting in status READY, and its watcher.
+
+    The watcher task waits to receive on the idle connection: anything it gets
+    (an octet, EOF, an error) means the proxy closed it or broke the protocol,
+    and marks it ``dead``. Cancelling it (``scope``) before use loses nothing.
+    """
+
+    __slots__ = ("chain", "dead", "done", "scope")
+
+    def __init__(self, chain: _Chain) -> None:
+        self.chain = chain
+        self.dead = False
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+
+    def alive(self) -> bool:
+        return not self.dead
+
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.scope:
+            task_status.started()
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.chain.stream.receive_some(1)
+            self.dead = True
+            logger.debug("trio: pool: the proxy closed or talked on a prepared connection")
+        self.done.set()
+
+    async def stop_watching(self) -> None:
+        self.scope.cancel()
+        await self.done.wait()
+
+    async def discard(self) -> None:
+        """Close it, even when cancelled (the watcher, if still receiving, sees it closed)."""
+        self.scope.cancel()
+        await trio.aclose_forcefully(self.chain.stream)
+
+
+@final
+class ProxyPool:
+    """Connections through a proxy (or a chain) prepared in advance: a new tunnel costs one round trip.
+
+    A prepared connection is connected and authenticated: TCP (and TLS for
+    ``https://``) to the proxy, every hop of a chain but the last one's
+    request, the SOCKS5 greeting and RFC 1929 exchange. :meth:`open_tcp_stream`
+    sends only the request and waits for its reply. SOCKS4 and HTTP proxies
+    have nothing before the request, so for them a prepared connection saves
+    the TCP (and TLS) set-up.
+
+    Use it as ``async with ProxyPool(...) as pool:``: it runs a nursery of its
+    own, where a background task keeps *size* connections ready (opening a new
+    one whenever one is taken, discarded or expired) and a watcher per idle
+    connection notices when the proxy closes it. A connection older than
+    *idle_timeout*, or found closed, is discarded and the next one tried; when
+    none is left (a miss) the call connects cold, as :func:`open_tcp_stream`
+    does, within the same *timeout*. A pooled connection whose request fails
+    because the connection broke is replaced by a cold connect too. Each
+    connection becomes exactly one tunnel.
+
+    Args:
+        proxy: a proxy URL or :class:`~socks_sansio.ProxyURL`, or a sequence of them (a chain).
+        size: how many prepared connections to keep ready.
+        idle_timeout: seconds a prepared connection may wait unused. Keep it
+            below the proxy's own limit for an unfinished negotiation (Dante's
+            ``timeout.negotiate``, ``socks-sansio serve --negotiation-timeout``: 10 s).
+        connect_timeout: the deadline for preparing one connection (in the background).
+        proxy_ssl: the context for ``https://`` proxies (default: :func:`ssl.create_default_context`).
+        nodelay: set ``TCP_NODELAY``.
+        keepalive: set ``SO_KEEPALIVE``.
+
+    Raises:
+        LocalProtocolError: no proxy was given.
+        ValueError, TypeError: a *size* or *idle_timeout* that cannot work.
+    """
+
+    def __init__(
+        self,
+        proxy: ProxySpec | Sequence[ProxySpec],
+        *,
+        size: int = 4,
+        idle_timeout: float = 5.0,
+        connect_timeout: float | None = 10.0,
+        proxy_ssl: _ssl.SSLContext | None = None,
+        nodelay: bool = True,
+        keepalive: bool = True,
+    ) -> None:
+        self._proxies = to_proxies(proxy)
+        if not self._proxies:
+            raise LocalProtocolError("a ProxyPool needs at least one proxy")
+        self._idle: IdleConnections[_Prepared] = IdleConnections(size, idle_timeout)
+        self._connect_timeout = connect_timeout
+        self._proxy_ssl = proxy_ssl
+        self._nodelay = nodelay
+        self._keepalive = keepalive
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+        self._manager: Any = None  # the nursery's async context manager, entered by __aenter__
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def stats(self) -> PoolStats:
+        """Hits, misses, discarded, opened and failed connections so far."""
+        return self._idle.stats
+
+    @property
+    def ready(self) -> int:
+        """How many prepared connections wait now."""
+        return len(self._idle)
+
+    def _running(self) -> trio.Nursery:
+        if self._idle.closed:
+            raise RuntimeError("this ProxyPool is closed")
+        if self._nursery is None:
+            raise RuntimeError("enter the pool first: async with ProxyPool(...) as pool")
+        return self._nursery
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _refill_one(self) -> None:
+        """Open one prepared connection (a refill already counted by start_refills) and hand it to the pool."""
+        nursery = self._running()
+        progress = _Progress()
+        try:
+            with _scope(self._connect_timeout) as scope:
+                chain = await _open_chain(
+                    self._proxies, _ANY_PEER, command=Command.CONNECT, proxy_ssl=self._proxy_ssl, pipelined=False,
+                    nodelay=self._nodelay, keepalive=self._keepalive, progress=progress, prepare=True,
+                )  # fmt: skip
+            if scope.cancelled_caught:
+                raise Deadline(self._connect_timeout).expired_error(progress.step, progress.proxy)
+        except BaseException:
+            self._idle.refilled(None)
+            self._notify()
+            raise
+        prepared = _Prepared(chain)
+        try:
+            await nursery.start(prepared.watch)
+        except BaseException:
+            self._idle.refilled(None)
+            await trio.aclose_forcefully(chain.stream)
+            raise
+        if not self._idle.refilled(prepared):
+            await prepared.discard()
+        self._notify()
+        self._wake.set()  # the background task's next expiry may have changed
+
+    async def _maintain(self) -> None:
+        """Keep *size* connections ready; close the expired ones; back off while preparing fails."""
+        backoff = 0.0
+        while True:
+            wake = self._wake = trio.Event()
+            for each in self._idle.expired():
+                await each.discard()
+            wanted = self._idle.start_refills()
+            for done in range(wanted):
+                try:
+                    await self._refill_one()
+                except Exception as exc:
+                    logger.debug("trio: pool: preparing a connection failed: %s: %s", type(exc).__name__, exc)
+                    self._idle.cancel_refills(wanted - done - 1)
+                    backoff = min(max(2 * backoff, 0.1), self._idle.idle_timeout)
+                    await trio.sleep(backoff)
+                    break
+            else:
+                backoff = 0.0
+            if wanted:
+                continue
+            expiry = self._idle.next_expiry()
+            with trio.move_on_after(expiry if expiry is not None else float("inf")):
+                await wake.wait()
+
+    async def fill(self) -> None:
+        """Get *size* prepared connections ready now (a warm-up before the first call).
+
+        Raises:
+            ProxyError: preparing a connection failed (``ProxyAuthError`` when the
+                proxy refuses the credentials), as :func:`open_tcp_stream` would raise it.
+            RuntimeError: the pool is closed or not entered.
+        """
+        while True:
+            self._running()
+            wanted = self._idle.start_refills()
+            if not wanted and not self._idle.opening:
+                return
+            if not wanted:
+                await self._changed.wait()  # the background task is opening the last ones
+                continue
+            for done in range(wanted):
+                try:
+                    await self._refill_one()
+                except BaseException:
+                    self._idle.cancel_refills(wanted - done - 1)
+                    self._wake.set()
+                    raise
+
+    async def _take(self, target: Address, progress: _Progress) -> _Chain:
+        self._running()
+        prepared, doomed = self._idle.take(_Prepared.alive)
+        self._wake.set()  # the background task replaces what was taken or discarded
+        for each in doomed:
+            await each.discard()
+        if prepared is not None:
+            chain = prepared.chain
+            handshake = chain.handshake
+            assert handshake is not None
+            progress.proxy = handshake.proxy.redacted()
+            try:
+                await prepared.stop_watching()
+                if prepared.dead:
+                    raise ProxyConnectionError("the proxy closed the prepared connection", proxy=progress.proxy)
+                handshake.request(await _hop_target(handshake.proxy, target, progress))
+                progress.step = "the proxy handshake (pooled connection)"
+                started = trio.current_time()
+                stream = await handshake_over(chain.stream, handshake)
+                progress.handshake_time += trio.current_time() - started
+            except ProxyConnectionError as exc:
+                await trio.aclose_forcefully(chain.stream)
+                self._idle.lost()
+                logger.debug("trio: pool: the prepared connection broke (%s); connecting cold", exc)
+            except BaseException:
+                await trio.aclose_forcefully(chain.stream)
+                raise
+            else:
+                logger.debug("trio: pool: hit for %s", target)
+                return _Chain(stream, chain.socket_stream, handshake)
+        logger.debug("trio: pool: miss for %s; connecting cold", target)
+        return await _open_chain(
+            self._proxies, target, command=Command.CONNECT, proxy_ssl=self._proxy_ssl, pipelined=False,
+            nodelay=self._nodelay, keepalive=self._keepalive, progress=progress,
+        )  # fmt: skip
+
+    async def open_tunnel(
+        self,
+        host: str | bytes,
+        port: int,
+        *,
+        timeout: float | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        https_compatible: bool = False,
+    ) -> Tunnel:
+        """Like :meth:`open_tcp_stream`, but return a :class:`Tunnel` (the stream and its report)."""
+        deadline = Deadline(timeout)
+        started = trio.current_time()
+        target = Address(_host_text(host), port)
+        progress = _Progress()
+        with _scope(timeout):
+            chain = await self._take(target, progress)
+            return await _complete(
+                chain, self._proxies, target, ssl=ssl, server_hostname=server_hostname if server_hostname is not None
+                else _host_text(host), https_compatible=https_compatible, progress=progress, started=started,
+            )  # fmt: skip
+        raise deadline.expired_error(progress.step, progress.proxy)
+
+    async def open_tcp_stream(
+        self,
+        host: str | bytes,
+        port: int,
+        *,
+        timeout: float | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        https_compatible: bool = False,
+    ) -> trio.abc.Stream:
+        """Open a stream to *host*:*port* through the pool's proxies, as :func:`open_tcp_stream` does.
+
+        Args:
+            host, port, timeout, ssl, server_hostname, https_compatible: as for
+                :func:`open_tcp_stream`; *timeout* covers the request on a prepared
+                connection and, on a miss, the whole cold connect.
+
+        Raises:
+            RuntimeError: the pool is closed or not entered.
+            ProxyError, OSError, trio.BrokenResourceError: as :func:`open_tcp_stream`.
+        """
+        tunnel = await self.open_tunnel(
+            host, port, timeout=timeout, ssl=ssl, server_hostname=server_hostname, https_compatible=https_compatible
+        )
+        return tunnel.stream
+
+    async def aclose(self) -> None:
+        """Stop the background work and close every idle connection. Idempotent.
+
+        Tunnels already handed out are the caller's and stay open.
+        """
+        for each in self._idle.close():
+            await each.discard()
+        self._notify()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def __aenter__(self) -> ProxyPool:
+        if self._manager is not None or self._idle.closed:
+            raise RuntimeError("a ProxyPool can be entered once")
+        self._manager = trio.open_nursery()
+        self._nursery = await self._manager.__aenter__()
+        self._nursery.start_soon(self._maintain)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.aclose()
+        finally:
+            self._nursery = None
+            await self._manager.__aexit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"<ProxyPool via {[p.redacted() for p in self._proxies]} {self._idle.stats}>"

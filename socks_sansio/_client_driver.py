@@ -18,6 +18,14 @@ that answer without asking the application).
 
 A chain of proxies is one handshake per hop over the same byte stream: hop
 *i*'s target is hop *i+1*'s address, and the last hop's target is the real one.
+
+A handshake can also be *prepared* before its target is known (``target=None``,
+for a pool of ready connections): it runs what comes before the request (the
+SOCKS5 greeting and RFC 1929 authentication; nothing for SOCKS4 and HTTP,
+whose first message is the request) and stops at ``HandshakeStatus.READY``.
+:meth:`ClientHandshake.request` then sends the request and the handshake goes
+on exactly as one built with the target would: the octets on the wire are the
+same, so a new tunnel costs one round trip.
 """
 
 from __future__ import annotations
@@ -55,6 +63,9 @@ class HandshakeStatus(enum.Enum):
 
     #: Still negotiating.
     IN_PROGRESS = "IN_PROGRESS"
+    #: Prepared (built with ``target=None``): everything before the request is done;
+    #: waiting for :meth:`ClientHandshake.request`. The proxy must stay silent now.
+    READY = "READY"
     #: BIND: the proxy listens at ``bound``; the tunnel opens when a peer connects (second reply).
     BIND_LISTENING = "BIND_LISTENING"
     #: Done: the tunnel (CONNECT, BIND) or the UDP association is up.
@@ -70,6 +81,19 @@ def needs_local_resolution(proxy: ProxyURL, target: Address) -> bool:
     return target.is_domain and not proxy.remote_dns
 
 
+def _check_request(proxy: ProxyURL, target: Address, command: Command) -> None:
+    """Raise LocalProtocolError for a request *proxy* can never carry."""
+    if needs_local_resolution(proxy, target):
+        raise LocalProtocolError(
+            f"{proxy.scheme}:// proxies resolve names locally: resolve {target.host_str} first, "
+            f"or use {proxy.scheme}{'h' if proxy.scheme == 'socks5' else 'a'}:// to let the proxy resolve it"
+        )
+    if proxy.protocol is ProxyProtocol.SOCKS4 and command not in (Command.CONNECT, Command.BIND):
+        raise LocalProtocolError(f"SOCKS4 has no {command.name}; only CONNECT and BIND")
+    if proxy.protocol is ProxyProtocol.HTTP and command is not Command.CONNECT:
+        raise LocalProtocolError(f"an HTTP proxy can only CONNECT, not {command.name}")
+
+
 _SOCKS5_ENDS: Final = {Socks5State.TUNNEL, Socks5State.ASSOCIATED}
 _SOCKS4_ENDS: Final = {Socks4State.TUNNEL}
 
@@ -81,8 +105,13 @@ class ClientHandshake:
     Args:
         proxy: the proxy (its protocol, credentials and DNS choice).
         target: where the tunnel should lead. For UDP ASSOCIATE, the address we
-            will send datagrams from (``0.0.0.0:0`` when not known).
-        command: CONNECT (every protocol), BIND (SOCKS), UDP ASSOCIATE (SOCKS5).
+            will send datagrams from (``0.0.0.0:0`` when not known). ``None``
+            prepares the connection: the handshake stops at
+            ``HandshakeStatus.READY`` before the request (at once for SOCKS4 and
+            HTTP, after the greeting and authentication for SOCKS5), and
+            :meth:`request` names the target later.
+        command: CONNECT (every protocol), BIND (SOCKS), UDP ASSOCIATE (SOCKS5);
+            ignored with ``target=None`` (:meth:`request` takes it).
         pipelined: SOCKS5 only; send greeting, credentials and request in one
             write (one round trip instead of up to three). The greeting then
             offers a single method, so a server that refuses it still gets a
@@ -95,7 +124,7 @@ class ClientHandshake:
     Raises:
         LocalProtocolError: an impossible combination (BIND through HTTP, an IPv6
             target through SOCKS4, a domain target for a proxy URL that resolves
-            locally: see :func:`needs_local_resolution`).
+            locally: see :func:`needs_local_resolution`, *pipelined* without a target).
     """
 
     __slots__ = (
@@ -114,18 +143,18 @@ class ClientHandshake:
     def __init__(
         self,
         proxy: ProxyURL,
-        target: Address,
+        target: Address | None,
         *,
         command: Command = Command.CONNECT,
         pipelined: bool = False,
         preemptive_auth: bool = True,
         lenient_auth_version: bool = False,
     ) -> None:
-        if needs_local_resolution(proxy, target):
-            raise LocalProtocolError(
-                f"{proxy.scheme}:// proxies resolve names locally: resolve {target.host_str} first, "
-                f"or use {proxy.scheme}{'h' if proxy.scheme == 'socks5' else 'a'}:// to let the proxy resolve it"
-            )
+        if target is None:
+            if pipelined:
+                raise LocalProtocolError("a prepared handshake (target=None) cannot be pipelined: no request yet")
+        else:
+            _check_request(proxy, target, command)
         self._proxy = proxy
         self._target = target
         self._command = command
@@ -134,22 +163,20 @@ class ClientHandshake:
         self._bound: Address | None = None
         self._bind_peer: Address | None = None
         self._auth_sent = False
+        self._out = b""
         self._conn: Socks5Connection | Socks4Connection | HttpConnectConnection
         if proxy.protocol is ProxyProtocol.SOCKS5:
             self._conn = Socks5Connection(CLIENT, lenient_auth_version=lenient_auth_version, pipelining=pipelined)
             self._out = self._socks5_start(pipelined)
-        elif proxy.protocol is ProxyProtocol.SOCKS4:
-            if command not in (Command.CONNECT, Command.BIND):
-                raise LocalProtocolError(f"SOCKS4 has no {command.name}; only CONNECT and BIND")
+            return
+        if proxy.protocol is ProxyProtocol.SOCKS4:
             self._conn = Socks4Connection(CLIENT)
-            self._out = self._conn.send(
-                Socks4Request(command=command, address=target, user_id=proxy.username or b"")
-            )
         else:
-            if command is not Command.CONNECT:
-                raise LocalProtocolError(f"an HTTP proxy can only CONNECT, not {command.name}")
             self._conn = HttpConnectConnection(CLIENT)
-            self._out = self._http_request(with_auth=preemptive_auth)
+        if target is None:
+            self._status = HandshakeStatus.READY  # the request is the first message
+        else:
+            self._out = self._first_request()
 
     # -- what the adapter uses ----------------------------------------------------
 
@@ -159,9 +186,14 @@ class ClientHandshake:
         return self._proxy
 
     @property
-    def target(self) -> Address:
-        """The target of this hop's request."""
+    def target(self) -> Address | None:
+        """The target of this hop's request (``None`` until :meth:`request` for a prepared handshake)."""
         return self._target
+
+    @property
+    def command(self) -> Command:
+        """The command of this hop's request."""
+        return self._command
 
     @property
     def status(self) -> HandshakeStatus:
@@ -183,6 +215,30 @@ class ClientHandshake:
     def bind_peer(self) -> Address | None:
         """BIND: the peer that connected to the proxy (from the second reply)."""
         return self._bind_peer
+
+    def request(self, target: Address, *, command: Command = Command.CONNECT) -> None:
+        """Send the request of a prepared handshake (status ``READY``); it goes on as usual.
+
+        The request's octets are then in :meth:`data_to_send`, and the status is
+        ``IN_PROGRESS`` again. On error nothing changes (still ``READY``).
+
+        Raises:
+            LocalProtocolError: the handshake is not ``READY``, or the request is
+                impossible through this proxy (as for the constructor).
+        """
+        if self._status is not HandshakeStatus.READY:
+            raise LocalProtocolError(
+                f"request() needs a prepared handshake in status READY, not {self._status.name}"
+            )
+        _check_request(self._proxy, target, command)
+        self._target, self._command = target, command
+        try:
+            out = self._socks5_request() if isinstance(self._conn, Socks5Connection) else self._first_request()
+        except LocalProtocolError:
+            self._target, self._command = None, Command.CONNECT
+            raise
+        self._out += out
+        self._status = HandshakeStatus.IN_PROGRESS
 
     def data_to_send(self) -> bytes:
         """The octets to write to the proxy now (possibly none); drains the buffer."""
@@ -213,9 +269,22 @@ class ClientHandshake:
             ProxyAuthError: credentials missing or refused.
             ProxyProtocolError: the proxy broke the protocol.
             ProxyConnectionError: the proxy closed the connection mid-handshake.
+
+        In status ``READY`` the proxy must be silent: any octet is a
+        ``ProxyProtocolError``, and ``b""`` a ``ProxyConnectionError``.
         """
+        if self._status is HandshakeStatus.READY:
+            if data:
+                raise ProxyProtocolError(
+                    f"the {self._name} proxy sent {len(data)} octets on a prepared connection, before our request",
+                    proxy=self._proxy.redacted(),
+                )
+            raise ProxyConnectionError(
+                f"the {self._name} proxy closed the prepared connection before our request",
+                proxy=self._proxy.redacted(),
+            )
         self._conn.receive_data(data)
-        while self._status is not HandshakeStatus.ESTABLISHED:
+        while self._status is HandshakeStatus.IN_PROGRESS or self._status is HandshakeStatus.BIND_LISTENING:
             try:
                 event = self._conn.next_event()
             except RemoteProtocolError as exc:
@@ -253,9 +322,22 @@ class ClientHandshake:
             out = conn.send(Greeting(methods=(method,)))
             if credentials:
                 out += conn.send(self._credentials())
-            return out + conn.send(CommandRequest(command=self._command, address=self._target))
+            return out + self._socks5_request()
         methods = (AuthMethod.NO_AUTH, AuthMethod.USERNAME_PASSWORD) if credentials else (AuthMethod.NO_AUTH,)
         return conn.send(Greeting(methods=methods))
+
+    def _socks5_request(self) -> bytes:
+        conn = self._conn
+        assert isinstance(conn, Socks5Connection)
+        assert self._target is not None
+        return conn.send(CommandRequest(command=self._command, address=self._target))
+
+    def _socks5_after_auth(self) -> None:
+        """Method and credentials settled: send the request, or stop here when prepared."""
+        if self._target is None:
+            self._status = HandshakeStatus.READY
+        else:
+            self._out += self._socks5_request()
 
     def _credentials(self) -> UsernamePasswordRequest:
         return UsernamePasswordRequest(username=self._proxy.username or b"", password=self._proxy.password or b"")
@@ -263,7 +345,6 @@ class ClientHandshake:
     def _socks5_react(self, event: object) -> None:
         conn = self._conn
         assert isinstance(conn, Socks5Connection)
-        request = CommandRequest(command=self._command, address=self._target)
         if isinstance(event, MethodSelection):
             if event.method == AuthMethod.NO_ACCEPTABLE:
                 wanted = "credentials" if self._proxy.username is None else "a method we did not offer"
@@ -274,7 +355,7 @@ class ClientHandshake:
             if conn.state is Socks5State.AWAIT_AUTH_REQUEST:
                 self._out += conn.send(self._credentials())
             elif conn.state is Socks5State.AWAIT_COMMAND:
-                self._out += conn.send(request)
+                self._socks5_after_auth()
         elif isinstance(event, UsernamePasswordReply):
             if not event.success:
                 raise ProxyAuthError(
@@ -282,7 +363,7 @@ class ClientHandshake:
                     protocol="socks5", code=1, proxy=self._proxy.redacted(),
                 )
             if conn.state is Socks5State.AWAIT_COMMAND:
-                self._out += conn.send(request)
+                self._socks5_after_auth()
         elif isinstance(event, CommandReply):
             if not event.succeeded:
                 raise ProxyRefusedError(
@@ -297,6 +378,16 @@ class ClientHandshake:
         else:
             self._bound = bound
         self._status = HandshakeStatus.ESTABLISHED if done else HandshakeStatus.BIND_LISTENING
+
+    # -- SOCKS4 and HTTP: the request is the first message -------------------------------
+
+    def _first_request(self) -> bytes:
+        if isinstance(self._conn, Socks4Connection):
+            assert self._target is not None
+            return self._conn.send(
+                Socks4Request(command=self._command, address=self._target, user_id=self._proxy.username or b"")
+            )
+        return self._http_request(with_auth=self._preemptive_auth)
 
     # -- SOCKS4 -------------------------------------------------------------------------
 

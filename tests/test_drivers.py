@@ -24,6 +24,7 @@ from socks_sansio import (
     ProxyConnectionError,
     ProxyError,
     ProxyProtocol,
+    ProxyProtocolError,
     ProxyRefusedError,
     ProxyURL,
     RemoteProtocolError,
@@ -344,3 +345,237 @@ def test_http_401_after_credentials_is_an_auth_error() -> None:
             b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm="t"\r\nContent-Length: 0\r\n\r\n'
         )
     assert info.value.challenges == (b'Basic realm="t"',)
+
+
+# -- prepared handshakes (target=None, then request()) ------------------------------------------
+
+
+def converse(
+    client: ClientHandshake,
+    server: ServerHandshake,
+    *,
+    target: Address | None = None,
+    command: Command = Command.CONNECT,
+    split: Callable[[bytes], list[bytes]] = lambda b: [b],
+) -> tuple[bytes, bytes, list[HandshakeStatus]]:
+    """Drive *client* against *server*; a prepared client gets request(*target*) once READY.
+
+    Returns every octet the client sent, every octet the server sent, and the
+    client's status after each step, to compare transcripts byte for byte.
+    """
+    sent, answered, statuses = b"", b"", []
+    for _ in range(50):
+        if client.status is HandshakeStatus.READY:
+            assert target is not None
+            client.request(target, command=command)
+        to_server = client.data_to_send()
+        sent += to_server
+        server.receive_data(to_server)
+        while (event := server.next_event()) not in (NEED_DATA, PAUSED):
+            if isinstance(event, CredentialsReceived):
+                server.accept_credentials(USERS.get(event.username) == event.password)
+            elif isinstance(event, TunnelRequested):
+                server.accept(BOUND)
+                if event.command is Command.BIND:
+                    server.bind_connected(Address("198.51.100.9", 20))
+        to_client = server.data_to_send()
+        answered += to_client
+        for piece in split(to_client):
+            client.receive_data(piece)
+        statuses.append(client.status)
+        if client.established:
+            sent += client.data_to_send()
+            return sent, answered, statuses
+    raise AssertionError("the handshake did not finish")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("auth", [False, True])
+@pytest.mark.parametrize("target", TARGETS[:2], ids=str)
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_prepared_then_request_sends_the_normal_transcript(
+    scheme: str, auth: bool, target: Address, bytewise: bool
+) -> None:
+    proxy = url(scheme, auth and scheme != "socks4a")
+    split = (lambda b: chunked(b, [1])) if bytewise else (lambda b: [b])
+    normal = converse(ClientHandshake(proxy, target), ServerHandshake(auth_required=auth and scheme != "socks4a"),
+                      split=split)  # fmt: skip
+    prepared_client = ClientHandshake(proxy, None)
+    assert prepared_client.target is None
+    prepared = converse(prepared_client, ServerHandshake(auth_required=auth and scheme != "socks4a"),
+                        target=target, split=split)  # fmt: skip
+    assert prepared[:2] == normal[:2]  # the same octets both ways
+    assert prepared_client.established and prepared_client.bound == (BOUND if scheme != "http" else None)
+    assert prepared_client.target == target and prepared_client.command is Command.CONNECT
+
+
+@pytest.mark.parametrize("auth", [False, True])
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_prepared_socks5_stops_before_the_request(auth: bool, bytewise: bool) -> None:
+    client, server = ClientHandshake(url("socks5h", auth), None), ServerHandshake(auth_required=auth)
+    rounds = 0
+    while client.status is HandshakeStatus.IN_PROGRESS:
+        rounds += 1
+        server.receive_data(client.data_to_send())
+        while (event := server.next_event()) not in (NEED_DATA, PAUSED):
+            assert isinstance(event, CredentialsReceived), event  # never a request
+            server.accept_credentials(True)
+        answer = server.data_to_send()
+        for piece in chunked(answer, [1]) if bytewise else [answer]:
+            client.receive_data(piece)
+    assert client.status is HandshakeStatus.READY and rounds == (2 if auth else 1)
+    assert client.data_to_send() == b"" and not client.established
+    assert client.read_size_hint >= 1
+    # From READY, the request costs exactly one round trip.
+    client.request(TARGETS[0])
+    server.receive_data(client.data_to_send())
+    request = server.next_event()
+    assert isinstance(request, TunnelRequested) and request.target == TARGETS[0]
+    server.accept(BOUND)
+    client.receive_data(server.data_to_send() + b"first")
+    assert client.established and client.data_to_send() == b""
+    assert client.trailing_data == (b"first", False)
+
+
+@pytest.mark.parametrize("scheme", ["socks4a", "http", "https"])
+def test_prepared_socks4_and_http_are_ready_at_once(scheme: str) -> None:
+    client = ClientHandshake(url(scheme, False), None)
+    assert client.status is HandshakeStatus.READY
+    assert client.data_to_send() == b""
+    client.request(TARGETS[0])
+    assert client.status is HandshakeStatus.IN_PROGRESS
+    assert client.data_to_send()
+
+
+@pytest.mark.parametrize("command", [Command.BIND, Command.UDP_ASSOCIATE])
+def test_prepared_socks5_takes_any_command(command: Command) -> None:
+    target = Address("0.0.0.0", 0)
+    normal = converse(ClientHandshake(url("socks5h", True), target, command=command),
+                      ServerHandshake(auth_required=True))  # fmt: skip
+    client = ClientHandshake(url("socks5h", True), None)
+    prepared = converse(client, ServerHandshake(auth_required=True), target=target, command=command)
+    assert prepared[0] == normal[0]
+    assert client.command is command
+
+
+def test_prepared_handshake_refuses_pipelining_and_early_requests() -> None:
+    with pytest.raises(LocalProtocolError, match="cannot be pipelined"):
+        ClientHandshake(url("socks5h", True), None, pipelined=True)
+    client = ClientHandshake(url("socks5h", False), None)
+    with pytest.raises(LocalProtocolError, match="status READY, not IN_PROGRESS"):
+        client.request(TARGETS[0])  # the greeting is not answered yet
+    with pytest.raises(LocalProtocolError, match="status READY, not IN_PROGRESS"):
+        ClientHandshake(url("socks5h", False), TARGETS[0]).request(TARGETS[0])
+
+
+@pytest.mark.parametrize(
+    ("scheme", "target", "command", "match"),
+    [
+        ("socks4a", Address("2001:db8::1", 80), Command.CONNECT, "IPv6"),
+        ("socks4a", TARGETS[0], Command.UDP_ASSOCIATE, "only CONNECT and BIND"),
+        ("http", TARGETS[0], Command.BIND, "can only CONNECT"),
+        ("socks5", TARGETS[0], Command.CONNECT, "resolve names locally"),
+    ],
+)
+def test_an_impossible_request_leaves_the_prepared_handshake_ready(
+    scheme: str, target: Address, command: Command, match: str
+) -> None:
+    client = ClientHandshake(url(scheme, False), None)
+    if scheme == "socks5":
+        client.receive_data(b"\x05\x00")
+        client.data_to_send()
+    assert client.status is HandshakeStatus.READY
+    with pytest.raises(LocalProtocolError, match=match):
+        client.request(target, command=command)
+    assert client.status is HandshakeStatus.READY and client.target is None
+    assert client.data_to_send() == b""
+    client.request(Address("203.0.113.5", 80))  # a possible one still works
+    assert client.status is HandshakeStatus.IN_PROGRESS and client.data_to_send()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_prepared_connection_must_stay_silent(scheme: str) -> None:
+    def ready() -> ClientHandshake:
+        client = ClientHandshake(url(scheme, False), None)
+        if scheme == "socks5h":
+            client.data_to_send()
+            client.receive_data(b"\x05\x00")
+        assert client.status is HandshakeStatus.READY
+        return client
+
+    with pytest.raises(ProxyProtocolError, match="sent 3 octets on a prepared connection"):
+        ready().receive_data(b"xyz")
+    with pytest.raises(ProxyConnectionError, match="closed the prepared connection"):
+        ready().receive_data(b"")
+
+
+def test_prepared_auth_refusal_is_an_auth_error() -> None:
+    client = ClientHandshake(ProxyURL.parse("socks5h://alice:wrong@proxy.test:1080"), None)
+    with pytest.raises(ProxyAuthError, match="rejected the username and password"):
+        converse(client, ServerHandshake(auth_required=True), target=TARGETS[0])
+    assert client.status is HandshakeStatus.IN_PROGRESS
+
+
+@given(
+    scheme=st.sampled_from(SCHEMES),
+    auth=st.booleans(),
+    sizes=st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    target=st.sampled_from(TARGETS[:2]),
+)
+def test_prepared_transcript_matches_under_any_segmentation(
+    scheme: str, auth: bool, sizes: list[int], target: Address
+) -> None:
+    auth = auth and scheme != "socks4a"
+    normal = converse(ClientHandshake(url(scheme, auth), target), ServerHandshake(auth_required=auth))
+    prepared = converse(ClientHandshake(url(scheme, auth), None), ServerHandshake(auth_required=auth),
+                        target=target, split=lambda b: chunked(b, sizes))  # fmt: skip
+    assert prepared[:2] == normal[:2]
+
+
+class TestRateLimited:
+    """``Failure.RATE_LIMITED``: REP 2, SOCKS4 91, HTTP 429 with ``Retry-After`` when a wait is known."""
+
+    @staticmethod
+    def pending(scheme: str) -> tuple[ClientHandshake, ServerHandshake]:
+        client, server = ClientHandshake(url(scheme, False), TARGETS[0]), ServerHandshake()
+        for _ in range(5):
+            server.receive_data(client.data_to_send())
+            if isinstance(server.next_event(), TunnelRequested):
+                return client, server
+            client.receive_data(server.data_to_send())
+        raise AssertionError("no request reached the server")
+
+    @pytest.mark.parametrize(("scheme", "code"), [("socks5h", 2), ("socks4a", 91), ("http", 429)])
+    def test_each_protocol_refuses_with_its_code(self, scheme: str, code: int) -> None:
+        client, server = self.pending(scheme)
+        server.reject(Failure.RATE_LIMITED, retry_after=0.2)
+        assert server.must_close
+        with pytest.raises(ProxyRefusedError) as info:
+            client.receive_data(server.data_to_send())
+        assert info.value.code == code
+
+    def test_http_says_when_to_retry_in_whole_seconds(self) -> None:
+        _client, server = self.pending("http")
+        server.reject(Failure.RATE_LIMITED, retry_after=2.01)
+        head = server.data_to_send()
+        assert head.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+        assert b"\r\nRetry-After: 3\r\n" in head
+
+    def test_no_retry_after_without_a_wait(self) -> None:
+        _client, server = self.pending("http")
+        server.reject(Failure.RATE_LIMITED)
+        head = server.data_to_send()
+        assert head.startswith(b"HTTP/1.1 429 ") and b"Retry-After" not in head
+
+    @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "3"])
+    def test_a_bad_wait_is_a_local_error_and_changes_nothing(self, bad: object) -> None:
+        _client, server = self.pending("http")
+        with pytest.raises(LocalProtocolError, match="retry_after"):
+            server.reject(Failure.RATE_LIMITED, retry_after=bad)  # type: ignore[arg-type]
+        assert server.status is ServerStatus.AWAITING_DIAL and server.data_to_send() == b""
+        server.reject(Failure.RATE_LIMITED, retry_after=0)
+        assert b"\r\nRetry-After: 0\r\n" in server.data_to_send()
+
+    def test_an_upstream_rep_2_still_maps_to_not_allowed(self) -> None:
+        assert next(f for f in Failure if f.socks5_code == 2) is Failure.NOT_ALLOWED
+        assert Failure.RATE_LIMITED.socks5_code == 2 and Failure.RATE_LIMITED.http_status == 429

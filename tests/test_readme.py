@@ -46,6 +46,7 @@ def test_readme_adapter_examples_through_a_real_proxy() -> None:
         assert defined("sync_echo")(url, host, port) == b"hello\n"
         assert asyncio.run(defined("asyncio_echo")(url, host, port)) == b"hello\n"
         assert trio.run(defined("trio_echo"), url, host, port) == b"hello\n"
+        assert defined("pooled_echoes")(url, host, port, 3) == [b"hello\n"] * 3
 
 
 def test_readme_socks5_client_against_a_scripted_proxy() -> None:
