@@ -3,7 +3,9 @@
 The protocol work is the core's :class:`ServerHandshake`; the decisions are
 the core's :class:`UserDatabase` and :class:`AccessPolicy`. This module holds
 the server's settings, its counters, how a failed dial maps to a reply, and
-the one log line written per tunnel; also the TLS contexts (listening with
+the one log line written per tunnel; the rate limiter and the metrics each
+server builds from its settings (:meth:`ServerConfig.rate_limiter`,
+:meth:`ServerConfig.metrics`); also the TLS contexts (listening with
 ``tls_cert``/``tls_key``, and the one used to reach ``https://`` upstreams) and
 the upstream route of a target (see :mod:`._upstream`).
 """
@@ -11,6 +13,7 @@ the upstream route of a target (see :mod:`._upstream`).
 from __future__ import annotations
 
 import errno
+import importlib.util
 import ipaddress
 import logging
 import ssl
@@ -31,7 +34,9 @@ from socks_sansio import (
     ServerHandshake,
 )
 from socks_sansio._policy import AccessPolicy, UserDatabase
+from socks_sansio._ratelimit import RateLimitConfig, RateLimits
 
+from ._metrics import MISSING_EXTRA, Metrics, NullMetrics, ServerMetrics
 from ._upstream import UpstreamRule, pick_route
 
 __all__ = [
@@ -72,11 +77,17 @@ class ServerConfig:
     ``tls_key`` (PEM files). ``upstreams`` route tunnels through other proxies
     (first matching rule wins; no match: direct); ``upstream_cacert`` is a PEM
     file of CAs trusted for ``https://`` upstreams (default: the system's).
+    ``rate_limits`` caps new tunnels and bytes a second per user and per client
+    address. ``metrics_listen`` serves Prometheus metrics over HTTP there (needs
+    the ``metrics`` extra; loopback only unless ``allow_remote_metrics``).
 
     Raises:
         ValueError: listening beyond loopback with no authentication and without
-            ``allow_open_relay`` (an accidental open proxy), a bad limit, or TLS
-            listeners without both certificate and key (or those without TLS listeners).
+            ``allow_open_relay`` (an accidental open proxy), a bad limit, TLS
+            listeners without both certificate and key (or those without TLS
+            listeners), per-user rate limits or exempt users without a user list,
+            or a metrics address that is not loopback (without ``allow_remote_metrics``),
+            is combined with ``reuse_port`` (several processes), or lacks the extra.
     """
 
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 1080),)
@@ -101,6 +112,9 @@ class ServerConfig:
     stats_interval: float = 0.0
     realm: str = "socks-sansio"
     reuse_port: bool = False
+    rate_limits: RateLimitConfig = attrs.field(factory=RateLimitConfig)
+    metrics_listen: tuple[str, int] | None = None
+    allow_remote_metrics: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not self.listen and not self.tls_listen:
@@ -120,6 +134,23 @@ class ServerConfig:
         for name in ("negotiation_timeout", "connect_timeout", "idle_timeout", "bind_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.users is None and (self.rate_limits.per_user or self.rate_limits.exempt_users):
+            raise ValueError(
+                "per-user rate limits and --rate-exempt need --auth/--auth-file: without logins there are no users"
+            )
+        if self.metrics_listen is not None:
+            self._check_metrics_listen(*self.metrics_listen)
+
+    def _check_metrics_listen(self, host: str, port: int) -> None:
+        if not _is_loopback(host) and not self.allow_remote_metrics:
+            raise ValueError(
+                f"--metrics-listen {host}:{port} is not a loopback address; metrics show who uses the proxy, "
+                "so add --allow-remote-metrics if that is really what you want"
+            )
+        if self.reuse_port:
+            raise ValueError("--metrics-listen cannot be combined with --workers > 1 (each process has its own counts)")
+        if importlib.util.find_spec("prometheus_client") is None:
+            raise ValueError(f"--metrics-listen: {MISSING_EXTRA}")
 
     def handshake(self) -> ServerHandshake:
         """A fresh server driver with this configuration's policy."""
@@ -129,6 +160,32 @@ class ServerConfig:
             allow_socks4_without_auth=self.allow_socks4_without_auth,
             realm=self.realm,
         )
+
+    def rate_limiter(self) -> RateLimits:
+        """A fresh limiter with this configuration's limits (one per server: it holds the buckets)."""
+        return RateLimits(self.rate_limits)
+
+    def metrics(self) -> Metrics:
+        """The server's metrics: serving on ``metrics_listen`` if set, else :class:`NullMetrics`.
+
+        Close it with the server. Raises OSError when the metrics address cannot be bound.
+        """
+        if self.metrics_listen is None:
+            return NullMetrics()
+        metrics = ServerMetrics()
+        metrics.serve(*self.metrics_listen)
+        return metrics
+
+    def rate_limited_user(self, handshake: ServerHandshake) -> bytes | None:
+        """The user a handshake's rate limits count against: the one who logged in.
+
+        ``None`` without a user list (any name is then accepted unchecked) and for
+        SOCKS4, whose USERID is a claim, not a login: neither may pick another
+        user's bucket or an exempt name.
+        """
+        if self.users is None or handshake.protocol is ProxyProtocol.SOCKS4:
+            return None
+        return handshake.username
 
     def server_ssl_context(self) -> ssl.SSLContext:
         """The context for ``tls_listen`` addresses (raises OSError / ssl.SSLError on unreadable files)."""

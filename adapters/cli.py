@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from socks_sansio import ProxyProtocol, __version__
+from socks_sansio import LocalProtocolError, ProxyProtocol, __version__
 from socks_sansio._cli import demo
 from socks_sansio._policy import AccessPolicy, AccessRule, UserDatabase
+from socks_sansio._ratelimit import Rate, RateLimitConfig
 
 from ._server_common import ServerConfig, listen_address, server_logger
 from ._upstream import parse_upstream
@@ -65,6 +66,23 @@ def _serve_parser(commands: Any) -> None:
         ("stats-interval", 0.0, "log a stats line every N seconds (0: off)"),
     ):
         serve.add_argument(f"--{name}", type=float, help=f"{text} (default {default})")
+    tunnels = "new tunnels a second (over it: refused with SOCKS5 REP 2, SOCKS4 91, HTTP 429)"
+    traffic = "bytes a second, both directions together (over it: reading slows down)"
+    for flag, text, who in (
+        ("--rate-tunnels-per-user", tunnels, "logged-in user"),
+        ("--rate-tunnels-per-client", tunnels, "client address (IPv6: per /64)"),
+        ("--rate-bytes-per-user", traffic, "logged-in user"),
+        ("--rate-bytes-per-client", traffic, "client address (IPv6: per /64)"),
+    ):
+        serve.add_argument(flag, metavar="N[:BURST]", help=f"{text} for each {who}; BURST (default N, at least 1) "
+                           "may be spent at once after a quiet spell; K, M, G multiply by 1024, 1024², 1024³")
+    serve.add_argument("--rate-exempt", action="append", metavar="USER",
+                       help="a user no rate limit applies to (repeatable; needs --auth/--auth-file)")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (loopback only unless "
+                       "--allow-remote-metrics; needs the 'metrics' extra: pip install 'socks-sansio[metrics]')")
+    serve.add_argument("--allow-remote-metrics", action="store_true", default=None,
+                       help="allow --metrics-listen on a non-loopback address")
     serve.add_argument("--max-clients", type=int, help="concurrent clients; excess is refused at once (default 1024)")
     serve.add_argument("--backlog", type=int, help="listen backlog (default 1024)")
     serve.add_argument("--workers", type=int, help="processes sharing the port with SO_REUSEPORT (default 1)")
@@ -118,6 +136,23 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         if settings.get(key) is not None
     }
     listens = [str(text) for text in settings.get("listen") or ["127.0.0.1:1080"]]
+
+    def rate(key: str) -> Rate | None:
+        if settings.get(key) is None:
+            return None
+        try:
+            return Rate.parse(settings[key])
+        except LocalProtocolError as exc:
+            raise ValueError(f"--{key.replace('_', '-')}: {exc}") from None
+
+    exempt = settings.get("rate_exempt") or []
+    rate_limits = RateLimitConfig(
+        tunnels_per_user=rate("rate_tunnels_per_user"),
+        tunnels_per_client=rate("rate_tunnels_per_client"),
+        bytes_per_user=rate("rate_bytes_per_user"),
+        bytes_per_client=rate("rate_bytes_per_client"),
+        exempt_users=[exempt] if isinstance(exempt, str) else [str(name) for name in exempt],
+    )
     return ServerConfig(
         listen=tuple(listen_address(text) for text in listens if not text.lower().startswith("tls://")),
         tls_listen=tuple(listen_address(text[6:]) for text in listens if text.lower().startswith("tls://")),
@@ -135,6 +170,9 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         ),
         allow_open_relay=bool(settings.get("allow_open_relay")),
         reuse_port=int(settings.get("workers") or 1) > 1,
+        rate_limits=rate_limits,
+        metrics_listen=listen_address(str(settings["metrics_listen"])) if settings.get("metrics_listen") else None,
+        allow_remote_metrics=bool(settings.get("allow_remote_metrics")),
         **optional,
     )
 
@@ -182,9 +220,6 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"socks-sansio serve: {exc}", file=sys.stderr)
         return 2
     backend = str(settings.get("backend", "asyncio"))
-    if backend == "trio" and (config.upstreams or config.tls_listen):
-        print("socks-sansio serve: --upstream and tls:// listen addresses need --backend asyncio", file=sys.stderr)
-        return 2
     workers = int(settings.get("workers") or 1)
     if workers > 1:
         if any(port == 0 for _, port in (*config.listen, *config.tls_listen)):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 from typing import Final, final
 
 import attrs
@@ -56,6 +57,8 @@ class Failure(enum.Enum):
     """Why a request failed, in words every protocol can express.
 
     ``value`` is ``(SOCKS5 REP, HTTP status)``; SOCKS4 has one failure code, 91.
+    SOCKS has no code for "too many requests", so :attr:`RATE_LIMITED` is REP 2
+    there, like :attr:`NOT_ALLOWED`; HTTP tells them apart (429 vs 403).
     """
 
     GENERAL_FAILURE = (ReplyCode.GENERAL_FAILURE, 502)
@@ -66,6 +69,8 @@ class Failure(enum.Enum):
     TIMED_OUT = (ReplyCode.TTL_EXPIRED, 504)
     COMMAND_NOT_SUPPORTED = (ReplyCode.COMMAND_NOT_SUPPORTED, 405)
     ADDRESS_TYPE_NOT_SUPPORTED = (ReplyCode.ADDRESS_TYPE_NOT_SUPPORTED, 400)
+    RATE_LIMITED = (ReplyCode.CONNECTION_NOT_ALLOWED, 429)
+    """Over a rate limit: SOCKS5 REP 2 (not allowed by ruleset), HTTP 429 Too Many Requests."""
 
     @property
     def socks5_code(self) -> ReplyCode:
@@ -363,10 +368,12 @@ class ServerHandshake:
         self._deferred = TunnelRequested(protocol=ProxyProtocol.HTTP, command=Command.CONNECT, target=event.target)
         return CredentialsReceived(protocol=ProxyProtocol.HTTP, username=credentials[0], password=credentials[1])
 
-    def _send_http(self, status: int, *, keep_alive: bool = False) -> None:
+    def _send_http(self, status: int, *, keep_alive: bool = False, retry_after: float | None = None) -> None:
         conn = self._conn
         assert isinstance(conn, HttpConnectConnection)
         headers: list[tuple[bytes, bytes]] = []
+        if retry_after is not None:
+            headers.append((b"Retry-After", str(math.ceil(retry_after)).encode()))
         if status == 407:
             headers.append((b"Proxy-Authenticate", f'Basic realm="{self._realm}", charset="UTF-8"'.encode()))
         if status == 405:
@@ -432,20 +439,35 @@ class ServerHandshake:
             self._out += conn.send(Socks4Reply(code=Socks4ReplyCode.GRANTED, bound=_socks4_bound(peer)))
         self._status = ServerStatus.ESTABLISHED
 
-    def reject(self, failure: Failure) -> None:
-        """Report that the request failed; queue the matching refusal. Then close."""
+    def reject(self, failure: Failure, *, retry_after: float | None = None) -> None:
+        """Report that the request failed; queue the matching refusal. Then close.
+
+        Args:
+            failure: why; picks the SOCKS5 REP, SOCKS4 CD or HTTP status.
+            retry_after: seconds after which a retry may succeed (e.g. the wait a
+                rate limit reported); HTTP sends it as ``Retry-After``, rounded
+                up to whole seconds. SOCKS has no field for it.
+
+        Raises:
+            LocalProtocolError: no request is pending, or *retry_after* is not a
+                finite number >= 0.
+        """
         if self._status not in (ServerStatus.AWAITING_DIAL, ServerStatus.AWAITING_BIND_PEER):
             raise LocalProtocolError(f"reject() needs a pending request; status is {self._status.name}")
-        self._finish_refusal(failure)
+        if retry_after is not None and not (
+            isinstance(retry_after, (int, float)) and math.isfinite(retry_after) and retry_after >= 0
+        ):
+            raise LocalProtocolError(f"retry_after must be a finite number of seconds >= 0, not {retry_after!r}")
+        self._finish_refusal(failure, retry_after)
 
-    def _finish_refusal(self, failure: Failure) -> None:
+    def _finish_refusal(self, failure: Failure, retry_after: float | None = None) -> None:
         conn = self._conn
         if isinstance(conn, Socks5Connection):
             self._out += conn.send(CommandReply(code=failure.socks5_code))
         elif isinstance(conn, Socks4Connection):
             self._out += conn.send(Socks4Reply(code=Socks4ReplyCode.REJECTED))
         else:
-            self._send_http(failure.http_status)
+            self._send_http(failure.http_status, retry_after=retry_after)
         self._status = ServerStatus.CLOSED
 
     def _expect(self, status: ServerStatus, what: str) -> None:
