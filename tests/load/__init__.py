@@ -290,7 +290,17 @@ async def connect(
     address: tuple[str, int], *, source: str = HOST
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A plain TCP connection to the proxy (for clients that misbehave), from *source* (a loopback IP)."""
-    return await asyncio.wait_for(asyncio.open_connection(*address, local_addr=(source, 0)), TIMEOUT)
+    return await asyncio.wait_for(asyncio.open_connection(*address, local_addr=_source(source)), TIMEOUT)
+
+
+def _source(source: str) -> tuple[str, int] | None:
+    """The ``local_addr`` for a connection from *source*: none for the default loopback address.
+
+    An explicit ``bind((ip, 0))`` before ``connect`` cannot take a port still
+    in TIME_WAIT, so a long run from one address would run out of ports; an
+    unbound ``connect`` may reuse them.
+    """
+    return None if source == HOST else (source, 0)
 
 
 async def open_tunnel(
@@ -313,7 +323,7 @@ async def open_tunnel(
 async def _open_tunnel(proxy: ProxyURL, target: Address, command: Command, source: str) -> Tunnel:
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection(
-        proxy.address.host_str, proxy.address.port, local_addr=(source, 0)
+        proxy.address.host_str, proxy.address.port, local_addr=_source(source)
     )
     try:
         handshake = await run_handshake(reader, writer, ClientHandshake(proxy, target, command=command))
