@@ -7,6 +7,23 @@ are I/O ones: dial the target (after the access rules allowed it, by name and
 by every resolved address), listen for BIND, relay UDP, and copy bytes both
 ways. A success reply is written only after the dial succeeded.
 
+With ``upstreams`` configured, a CONNECT whose target matches a rule naming
+a proxy chain is dialled through that chain with this package's trio client
+(:func:`socks_sansio.adapters.trio.open_tcp_stream`, under
+``connect_timeout``, with the ``upstream_cacert`` context for ``https://``
+hops); its errors map to replies with :func:`upstream_failure`. The target's
+name is then not resolved here (the last upstream resolves it), so the access
+rules see the name and IP literals only. BIND whose expected peer is routed
+through an upstream, and UDP ASSOCIATE on a server with any proxy route, are
+refused with COMMAND_NOT_SUPPORTED (neither can follow a TCP proxy chain).
+
+``tls_listen`` addresses wrap each accepted connection in a server-side
+:class:`trio.SSLStream`; its handshake runs first, inside the negotiation
+time-out, and the negotiation then reads the decrypted bytes through the same
+code as on a plain port, so HTTPS proxying (TLS, then CONNECT) and SOCKS over
+TLS need nothing else. A client's TLS session is closed with ``close_notify``;
+one that ends without it (a "ragged" EOF) counts as an ordinary EOF.
+
 Structure, the trio way: :meth:`TrioProxyServer.serve` owns one nursery for
 the client tasks and, inside it, a cancel scope around the accept loops.
 :meth:`TrioProxyServer.shutdown` cancels only that scope (no new clients),
@@ -15,11 +32,16 @@ Time limits are cancel scopes: the negotiation runs under ``move_on_after``,
 and the relay's idle time-out is a scope whose deadline every transferred
 chunk pushes back.
 
-The relay copies each direction in its own task and passes half-close
-through: when one side sends EOF, the other side's write half is shut down
-(``send_eof``), and the tunnel ends when both directions are done (or on
-error, or when idle for ``idle_timeout``). Errors are caught inside the tasks
-that raise them, so nothing leaves a nursery wrapped in an exception group.
+The relay copies each direction in its own task over any two
+:class:`trio.abc.Stream` objects (a socket, a TLS stream, a chain's stream).
+When both ends are half-closeable it passes half-close through: when one side
+sends EOF, the other side's write half is shut down (``send_eof``), and the
+tunnel ends when both directions are done (or on error, or when idle for
+``idle_timeout``). TLS has no half-close, so when either end is a TLS stream
+(a TLS client, an ``https://`` upstream), an EOF from either side ends the
+whole tunnel: every chunk already read is written out first, then the other
+direction stops reading. Errors are caught inside the tasks that raise them,
+so nothing leaves a nursery wrapped in an exception group.
 """
 
 from __future__ import annotations
@@ -29,6 +51,7 @@ import errno
 import ipaddress
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable
 from typing import Any, Final
@@ -43,6 +66,9 @@ from socks_sansio import (
     Command,
     CredentialsReceived,
     Failure,
+    LocalProtocolError,
+    ProxyError,
+    ProxyURL,
     RemoteProtocolError,
     ServerHandshake,
     TunnelRequested,
@@ -52,7 +78,8 @@ from socks_sansio import (
     parse_udp_datagram,
 )
 
-from ._server_common import ServerConfig, ServerStats, failure_for, format_tunnel, server_logger
+from . import trio as trio_client
+from ._server_common import ServerConfig, ServerStats, failure_for, format_tunnel, server_logger, upstream_failure
 
 __all__ = ["TrioProxyServer", "run"]
 
@@ -63,6 +90,8 @@ _UDP_READ: Final = 65535
 _STREAM_ERRORS: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 # accept() failures that mean "out of resources for now", not "the listener is broken".
 _ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+# How long a client's TLS session may take to send its close_notify at the end.
+_TLS_CLOSE_TIMEOUT: Final = 1.0
 
 
 class _Refused(Exception):
@@ -79,6 +108,22 @@ def _error_name(exc: BaseException) -> str:
     return type(cause if cause is not None else exc).__name__
 
 
+def _is_ragged_eof(exc: BaseException) -> bool:
+    """Whether *exc* is a TLS peer closing TCP without ``close_notify`` (trio's test, Python 3.10 quirk included)."""
+    cause = exc.__cause__
+    return isinstance(cause, ssl.SSLEOFError) or "UNEXPECTED_EOF_WHILE_READING" in str(cause)
+
+
+async def _receive(stream: trio.abc.Stream, size: int) -> bytes | bytearray:
+    """``stream.receive_some(size)``, with a TLS peer's missing ``close_notify`` read as a plain EOF."""
+    try:
+        return await stream.receive_some(size)
+    except trio.BrokenResourceError as exc:
+        if isinstance(stream, trio.SSLStream) and _is_ragged_eof(exc):
+            return b""
+        raise
+
+
 def _ip(host: object) -> IPAddress:
     """A socket-address host as an ip address (IPv6 scope ids dropped)."""
     return ipaddress.ip_address(str(host).split("%")[0])
@@ -93,22 +138,22 @@ class TrioProxyServer:
     Run it with ``await nursery.start(server.serve)`` (which returns the bound
     addresses once every listener is up) and stop it by cancelling that
     nursery (at once) or with :meth:`shutdown` (graceful). One instance serves
-    once. Upstream routes and TLS listen addresses are not supported on trio
-    (use the asyncio server): a config with either raises ValueError here.
+    once.
 
     Attributes:
         config: the settings.
         stats: counters, readable while the server runs.
-        addresses: the bound ``(host, port)`` pairs (useful with port 0).
+        addresses: the bound ``(host, port)`` pairs (useful with port 0): the
+            plain ``listen`` addresses first, then the ``tls_listen`` ones.
     """
 
     def __init__(self, config: ServerConfig) -> None:
-        if config.upstreams or config.tls_listen:
-            raise ValueError("upstreams and TLS listen addresses are supported by the asyncio server only")
         self.config = config
         self.stats = ServerStats()
         self.addresses: list[tuple[str, int]] = []
-        self._listeners: list[trio.SocketListener] = []
+        # Each listener with the TLS context of its connections (None: plain).
+        self._listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
+        self._upstream_ssl: ssl.SSLContext | None = None
         self._accepting = trio.CancelScope()
         self._grace = config.shutdown_grace
         self._client_left = trio.Event()
@@ -120,28 +165,38 @@ class TrioProxyServer:
     async def bind(self) -> list[tuple[str, int]]:
         """Bind and listen on every configured address (done by :meth:`serve` when not done yet).
 
+        The TLS contexts (the listeners' certificate, the CAs for ``https://``
+        upstreams) are loaded first, so a bad file fails before anything is bound.
+
         Returns:
             the bound addresses, also kept in :attr:`addresses`.
 
         Raises:
-            OSError: an address could not be resolved or bound; nothing stays bound.
+            OSError: an address could not be resolved or bound, or a certificate,
+                key or CA file could not be read (``ssl.SSLError`` is an OSError);
+                nothing stays bound.
         """
         if self._listeners:
             return self.addresses
+        tls = self.config.server_ssl_context() if self.config.tls_listen else None
+        if self.config.upstreams:
+            self._upstream_ssl = self.config.upstream_ssl_context()
+        plain = [(address, None) for address in self.config.listen]
         try:
-            for host, port in self.config.listen:
-                infos = await trio.socket.getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-                )
+            for (host, port), context in [*plain, *((address, tls) for address in self.config.tls_listen)]:
+                infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
                 for family, type_, proto, _name, sockaddr in dict.fromkeys(infos):
-                    self._listeners.append(await self._listen(family, type_, proto, sockaddr))
+                    self._listeners.append((await self._listen(family, type_, proto, sockaddr), context))
         except BaseException:
-            for listener in self._listeners:
-                listener.socket.close()
+            self._close_listeners()
             self._listeners.clear()
             raise
-        self.addresses = [listener.socket.getsockname()[:2] for listener in self._listeners]
+        self.addresses = [listener.socket.getsockname()[:2] for listener, _ in self._listeners]
         return self.addresses
+
+    def _close_listeners(self) -> None:
+        for listener, _ in self._listeners:
+            listener.socket.close()
 
     async def _listen(self, family: int, type_: int, proto: int, sockaddr: object) -> trio.SocketListener:
         sock = trio.socket.socket(family, type_, proto)
@@ -179,19 +234,17 @@ class TrioProxyServer:
                 task_status.started(list(self.addresses))  # listening already: early clients wait in the backlog
                 with self._accepting:
                     async with trio.open_nursery() as accepting:
-                        for listener in self._listeners:
-                            accepting.start_soon(self._accept_loop, listener, clients)
+                        for listener, context in self._listeners:
+                            accepting.start_soon(self._accept_loop, listener, context, clients)
                 # Shutting down: no new clients; the running ones get the grace period.
-                for listener in self._listeners:
-                    listener.socket.close()
+                self._close_listeners()
                 with trio.move_on_after(self._grace):
                     while self.stats.active:
                         self._client_left = trio.Event()
                         await self._client_left.wait()
                 clients.cancel_scope.cancel()
         finally:
-            for listener in self._listeners:
-                listener.socket.close()
+            self._close_listeners()
             server_logger.info("stopped; %s", self.stats.line())
             self._stopped.set()
 
@@ -210,7 +263,9 @@ class TrioProxyServer:
             await trio.sleep(self.config.stats_interval)
             server_logger.info(self.stats.line())
 
-    async def _accept_loop(self, listener: trio.SocketListener, clients: trio.Nursery) -> None:
+    async def _accept_loop(
+        self, listener: trio.SocketListener, context: ssl.SSLContext | None, clients: trio.Nursery
+    ) -> None:
         while True:
             try:
                 # The address accept() returns survives a client that already reset;
@@ -226,30 +281,40 @@ class TrioProxyServer:
                 self.stats.failures["busy"] += 1
                 sock.close()  # refused at once: the server stays up for everyone else
                 continue
-            stream = trio.SocketStream(sock)
+            connection = trio.SocketStream(sock)
             self.stats.active += 1
-            clients.start_soon(self._client, stream, (str(peer[0]), int(peer[1])))
+            clients.start_soon(self._client, connection, (str(peer[0]), int(peer[1])), context)
 
     # -- one client -------------------------------------------------------------------
 
-    async def _client(self, stream: trio.SocketStream, peer: tuple[str, int]) -> None:
+    async def _client(
+        self, connection: trio.SocketStream, peer: tuple[str, int], context: ssl.SSLContext | None
+    ) -> None:
+        """Serve one client: *connection* is its TCP stream, wrapped in TLS with *context* when given."""
         started = trio.current_time()
         counts = [0, 0]
         handshake = self.config.handshake()
         request: TunnelRequested | None = None
         outcome = "ok"
         finished = False
+        stream: trio.abc.Stream = connection
+        if context is not None:
+            stream = trio.SSLStream(connection, context, server_side=True)
+        secured = False  # a TLS session is up: close it with close_notify
         try:
             client_ip = _ip(peer[0])
             if not self.config.policy.client_allowed(client_ip):
                 raise _Refused("client not allowed")
             with trio.move_on_after(self.config.negotiation_timeout) as negotiation:
+                if isinstance(stream, trio.SSLStream):
+                    await stream.do_handshake()
+                    secured = True
                 request = await self._negotiate(stream, handshake)
             if negotiation.cancelled_caught:
                 raise _Refused("negotiation timeout")
             if request is None:
                 raise _Refused("closed during negotiation" if not handshake.must_close else "refused")
-            await self._serve_request(request, stream, handshake, client_ip, counts)
+            await self._serve_request(request, stream, connection, handshake, client_ip, counts)
             finished = True
         except _Refused as refused:
             outcome, finished = refused.outcome, True
@@ -264,10 +329,15 @@ class TrioProxyServer:
         finally:
             if not finished:  # cancelled: the server is stopping
                 outcome = "cancelled"
-            # Closed without an await: under a cancelled scope any checkpoint here would
-            # raise Cancelled and skip the bookkeeping below.
-            stream.socket.close()
-            self._account(handshake, request, peer, counts, started, outcome)
+            try:
+                if finished and secured:
+                    with trio.move_on_after(_TLS_CLOSE_TIMEOUT), contextlib.suppress(*_STREAM_ERRORS):
+                        await stream.aclose()  # sends close_notify (at once when the session broke)
+            finally:
+                # Closed without an await: under a cancelled scope any checkpoint here would
+                # raise Cancelled and skip the bookkeeping below.
+                connection.socket.close()
+                self._account(handshake, request, peer, counts, started, outcome)
 
     def _account(
         self,
@@ -300,7 +370,7 @@ class TrioProxyServer:
             )
         )
 
-    async def _negotiate(self, stream: trio.SocketStream, handshake: ServerHandshake) -> TunnelRequested | None:
+    async def _negotiate(self, stream: trio.abc.Stream, handshake: ServerHandshake) -> TunnelRequested | None:
         while True:
             try:
                 event = handshake.next_event()
@@ -324,32 +394,34 @@ class TrioProxyServer:
             if isinstance(event, ClientClosed) or handshake.must_close:
                 return None
             if event is NEED_DATA or event is PAUSED:
-                handshake.receive_data(await stream.receive_some(_READ))
+                handshake.receive_data(await _receive(stream, _READ))
 
     async def _serve_request(
         self,
         request: TunnelRequested,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
+        connection: trio.SocketStream,
         handshake: ServerHandshake,
         client_ip: IPAddress,
         counts: list[int],
     ) -> None:
+        """Carry out *request*; *stream* speaks to the client (maybe TLS), *connection* is its TCP socket."""
         if request.command is Command.CONNECT:
             upstream = await self._dial(request.target, client_ip, handshake, stream)
             try:
-                local = upstream.socket.getsockname()
-                await _reply(stream, handshake, lambda: handshake.accept(Address(local[0], local[1])))
+                local = _local_address(upstream)
+                await _reply(stream, handshake, lambda: handshake.accept(local))
             except BaseException:
-                upstream.socket.close()
+                await trio.aclose_forcefully(upstream)
                 raise
             await self._relay(stream, upstream, handshake, counts)
         elif request.command is Command.BIND:
-            await self._bind(request, stream, handshake, client_ip, counts)
+            await self._bind(request, stream, connection, handshake, client_ip, counts)
         else:
-            await self._udp_associate(request, stream, handshake, client_ip, counts)
+            await self._udp_associate(request, stream, connection, handshake, client_ip, counts)
 
     async def _refuse(
-        self, handshake: ServerHandshake, stream: trio.SocketStream, failure: Failure, outcome: str
+        self, handshake: ServerHandshake, stream: trio.abc.Stream, failure: Failure, outcome: str
     ) -> _Refused:
         """Queue and write the refusal for *failure*; returns the exception to raise."""
         handshake.reject(failure)
@@ -385,8 +457,15 @@ class TrioProxyServer:
         return allowed
 
     async def _dial(
-        self, target: Address, client_ip: IPAddress, handshake: ServerHandshake, stream: trio.SocketStream
-    ) -> trio.SocketStream:
+        self, target: Address, client_ip: IPAddress, handshake: ServerHandshake, stream: trio.abc.Stream
+    ) -> trio.abc.Stream:
+        """A stream to *target*: through its upstream route if it has one, else connected here.
+
+        On failure the refusal is written to *stream* and :class:`_Refused` raised.
+        """
+        chain = self.config.route(target)
+        if chain:
+            return await self._dial_upstream(target, client_ip, handshake, stream, chain)
         try:
             addresses = await self._resolve(target, client_ip)
         except PermissionError as exc:
@@ -416,66 +495,79 @@ class TrioProxyServer:
         failure = failure_for(error)
         raise await self._refuse(handshake, stream, failure, f"dial failed: {failure.name.lower()}")
 
+    async def _dial_upstream(
+        self,
+        target: Address,
+        client_ip: IPAddress,
+        handshake: ServerHandshake,
+        stream: trio.abc.Stream,
+        chain: tuple[ProxyURL, ...],
+    ) -> trio.abc.Stream:
+        """Open the tunnel through *chain*; the rules are checked on the target as sent (not resolved here)."""
+        denied = self.config.policy.check(client_ip, target)
+        if denied:
+            raise await self._refuse(handshake, stream, Failure.NOT_ALLOWED, f"denied: {denied}")
+        try:
+            return await trio_client.open_tcp_stream(
+                target.host_str,
+                target.port,
+                proxy=chain,
+                timeout=self.config.connect_timeout,
+                proxy_ssl=self._upstream_ssl,
+            )
+        except ProxyError as exc:
+            failure = upstream_failure(exc)
+            raise await self._refuse(
+                handshake, stream, failure, f"upstream failed: {failure.name.lower()} ({exc.__class__.__name__})"
+            ) from None
+        except (LocalProtocolError, *_STREAM_ERRORS) as exc:  # e.g. an IPv6 target through a SOCKS4 upstream
+            raise await self._refuse(
+                handshake, stream, Failure.GENERAL_FAILURE, f"upstream failed: {_error_name(exc)}"
+            ) from None
+
     # -- the relay ------------------------------------------------------------------------
 
     async def _relay(
         self,
-        client: trio.SocketStream,
-        upstream: trio.SocketStream,
+        client: trio.abc.Stream,
+        upstream: trio.abc.Stream,
         handshake: ServerHandshake,
         counts: list[int],
         *,
         extra: bytes = b"",
     ) -> None:
+        """Relay until both directions ended, an error, or the idle time-out; always closes *upstream*."""
         early, eof = handshake.trailing_data
         early += extra  # BIND: what the client sent while we waited for the peer
-        errors: list[BaseException] = []
+        half_close = isinstance(client, trio.abc.HalfCloseableStream) and isinstance(
+            upstream, trio.abc.HalfCloseableStream
+        )
+        pump = _Pump(self.config.idle_timeout, self.config.buffer_size, counts, half_close=half_close)
         try:
             if early:
                 await upstream.send_all(early)
                 counts[0] += len(early)
             if eof:
-                await _send_eof(upstream)
-            with trio.CancelScope(deadline=trio.current_time() + self.config.idle_timeout) as idle:
+                await pump.ended(upstream)
+            with pump.idle:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._copy, upstream, client, counts, 1, idle, errors)
+                    nursery.start_soon(pump.copy, upstream, client, 1)
                     if not eof:
-                        nursery.start_soon(self._copy, client, upstream, counts, 0, idle, errors)
+                        nursery.start_soon(pump.copy, client, upstream, 0)
         finally:
-            upstream.socket.close()
-        if errors:
-            raise _Refused(f"relay error: {_error_name(errors[0])}")
-        if idle.cancelled_caught:
+            await trio.aclose_forcefully(upstream)
+        if pump.errors:
+            raise _Refused(f"relay error: {_error_name(pump.errors[0])}")
+        if pump.idle.cancelled_caught:
             raise _Refused("idle timeout")
-
-    async def _copy(
-        self,
-        source: trio.SocketStream,
-        sink: trio.SocketStream,
-        counts: list[int],
-        index: int,
-        idle: trio.CancelScope,
-        errors: list[BaseException],
-    ) -> None:
-        """Copy *source* to *sink* until EOF, then half-close *sink*; any traffic pushes the idle deadline."""
-        size = self.config.buffer_size
-        try:
-            while data := await source.receive_some(size):
-                await sink.send_all(data)
-                counts[index] += len(data)
-                idle.deadline = trio.current_time() + self.config.idle_timeout
-        except _STREAM_ERRORS as exc:
-            errors.append(exc)
-            idle.cancel()  # ends the other direction too
-            return
-        await _send_eof(sink)
 
     # -- BIND ---------------------------------------------------------------------------
 
     async def _bind(
         self,
         request: TunnelRequested,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
+        connection: trio.SocketStream,
         handshake: ServerHandshake,
         client_ip: IPAddress,
         counts: list[int],
@@ -483,8 +575,12 @@ class TrioProxyServer:
         denied = self.config.policy.check(client_ip, request.target)
         if denied:
             raise await self._refuse(handshake, stream, Failure.NOT_ALLOWED, f"denied: {denied}")
-        local_ip = stream.socket.getsockname()[0]
-        listener = trio.socket.socket(stream.socket.family, socket.SOCK_STREAM)
+        if self.config.route(request.target):
+            raise await self._refuse(
+                handshake, stream, Failure.COMMAND_NOT_SUPPORTED, "bind: not supported through an upstream"
+            )
+        local_ip = connection.socket.getsockname()[0]
+        listener = trio.socket.socket(connection.socket.family, socket.SOCK_STREAM)
         try:
             await listener.bind((local_ip, 0))
             listener.listen(1)
@@ -504,7 +600,7 @@ class TrioProxyServer:
             async def watch_client() -> None:
                 nonlocal client_left
                 try:
-                    while data := await stream.receive_some(_READ):
+                    while data := await _receive(stream, _READ):
                         early.extend(data)
                 except (trio.BrokenResourceError, OSError):
                     pass
@@ -535,14 +631,19 @@ class TrioProxyServer:
     async def _udp_associate(
         self,
         request: TunnelRequested,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
+        connection: trio.SocketStream,
         handshake: ServerHandshake,
         client_ip: IPAddress,
         counts: list[int],
     ) -> None:
-        local_ip = stream.socket.getsockname()[0]
+        if any(rule.via for rule in self.config.upstreams):
+            raise await self._refuse(
+                handshake, stream, Failure.COMMAND_NOT_SUPPORTED, "udp associate: not supported with upstreams"
+            )
+        local_ip = connection.socket.getsockname()[0]
         relay = _UdpRelay(self, client_ip, request.target.port, counts)
-        with trio.socket.socket(stream.socket.family, socket.SOCK_DGRAM) as udp:
+        with trio.socket.socket(connection.socket.family, socket.SOCK_DGRAM) as udp:
             await udp.bind((local_ip, 0))
             bound = udp.getsockname()
             await _reply(stream, handshake, lambda: handshake.accept(Address(bound[0], bound[1])))
@@ -551,13 +652,61 @@ class TrioProxyServer:
                 nursery.start_soon(relay.run, udp, nursery)
                 # The association lives as long as the control connection (RFC 1928 §7).
                 try:
-                    while await stream.receive_some(_READ):
+                    while await _receive(stream, _READ):
                         pass
                 except _STREAM_ERRORS as exc:
                     error = exc
                 nursery.cancel_scope.cancel()
             if error is not None:
                 raise error
+
+
+class _Pump:
+    """One relay's two copying directions, their shared idle deadline and how an EOF ends them.
+
+    With *half_close* (both ends plain TCP) an EOF is passed on with
+    ``send_eof`` and the other direction goes on. Otherwise (TLS at either end)
+    the first EOF ends the tunnel: the other direction finishes writing the
+    chunk it holds, if any, and its pending read is cancelled.
+    """
+
+    def __init__(self, idle_timeout: float, size: int, counts: list[int], *, half_close: bool) -> None:
+        self.idle_timeout = idle_timeout
+        self.size = size
+        self.counts = counts
+        self.half_close = half_close
+        self.idle = trio.CancelScope(deadline=trio.current_time() + idle_timeout)
+        self.errors: list[BaseException] = []
+        self.done = False
+        self._reads = [trio.CancelScope(), trio.CancelScope()]
+
+    async def copy(self, source: trio.abc.Stream, sink: trio.abc.Stream, index: int) -> None:
+        """Copy *source* to *sink* until EOF (counted in ``counts[index]``); traffic pushes the idle deadline."""
+        try:
+            while not self.done:
+                data: bytes | bytearray = b""
+                self._reads[index] = reading = trio.CancelScope()
+                with reading:
+                    data = await _receive(source, self.size)
+                if not data:
+                    break
+                await sink.send_all(data)
+                self.counts[index] += len(data)
+                self.idle.deadline = trio.current_time() + self.idle_timeout
+        except _STREAM_ERRORS as exc:
+            self.errors.append(exc)
+            self.idle.cancel()  # ends the other direction too
+            return
+        await self.ended(sink)
+
+    async def ended(self, sink: trio.abc.Stream) -> None:
+        """The side opposite *sink* sent EOF: half-close *sink*, or end the whole tunnel."""
+        if self.half_close and isinstance(sink, trio.abc.HalfCloseableStream):
+            await _send_eof(sink)
+            return
+        self.done = True
+        for reading in self._reads:
+            reading.cancel()
 
 
 class _UdpRelay:
@@ -625,21 +774,32 @@ async def _sendto_quietly(udp: trio.socket.SocketType, data: bytes, address: tup
     return True
 
 
-async def _reply(stream: trio.SocketStream, handshake: ServerHandshake, decide: Callable[[], None]) -> None:
+async def _reply(stream: trio.abc.Stream, handshake: ServerHandshake, decide: Callable[[], None]) -> None:
     decide()
     await stream.send_all(handshake.data_to_send())
 
 
-async def _write_quietly(stream: trio.SocketStream, data: bytes) -> None:
+async def _write_quietly(stream: trio.abc.Stream, data: bytes) -> None:
     if not data:
         return
     with contextlib.suppress(*_STREAM_ERRORS):
         await stream.send_all(data)
 
 
-async def _send_eof(stream: trio.SocketStream) -> None:
+async def _send_eof(stream: trio.abc.HalfCloseableStream) -> None:
     with contextlib.suppress(*_STREAM_ERRORS):
         await stream.send_eof()
+
+
+def _local_address(stream: trio.abc.Stream) -> Address:
+    """Our address on the TCP connection under *stream* (through TLS and prefix layers); 0.0.0.0:0 if none."""
+    layer: object = stream
+    while not isinstance(layer, trio.SocketStream):
+        layer = getattr(layer, "transport_stream", None)
+        if layer is None:
+            return Address("0.0.0.0", 0)
+    host, port = layer.socket.getsockname()[:2]
+    return Address(_ip(host), port)
 
 
 # -- the command line -----------------------------------------------------------------------

@@ -8,8 +8,8 @@ password; a "local" server forwards through it with an ``https://`` upstream
 one test runs the exact README commands as subprocesses and uses curl.
 Clients are our sync adapter, curl, and the raw encoders of the conftest
 (wrapped in TLS by hand for SOCKS5 over TLS, which no proxy URL expresses:
-``ProxyURL(tls=True)`` is for ``https://`` only). Trio refuses these features
-at startup, which is tested too.
+``ProxyURL(tls=True)`` is for ``https://`` only). The trio server's versions
+of these tests are in ``tests/adapters/test_trio_server_two_hop.py``.
 """
 
 from __future__ import annotations
@@ -310,26 +310,6 @@ def test_readme_two_hop_commands(
     remote.wait_log(f"proto=http cmd=CONNECT target=localhost:{origin[1]} ")
     local.wait_log(f"proto=socks5 cmd=CONNECT target=localhost:{origin[1]} ")
     assert PASSWORD not in local.log()
-
-
-@pytest.mark.parametrize(
-    "flags",
-    [
-        ("--upstream", "socks5h://127.0.0.1:1080"),
-        ("--listen", "tls://127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"),
-    ],
-)
-def test_trio_refuses_two_hop_features(flags: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--backend", "trio", *flags]) == 2
-    assert "need --backend asyncio" in capsys.readouterr().err
-
-
-def test_trio_server_refuses_upstreams_in_the_api() -> None:
-    from socks_sansio.adapters.trio_server import TrioProxyServer
-
-    config = ServerConfig(upstreams=(parse_upstream("socks5h://127.0.0.1:1080"),))
-    with pytest.raises(ValueError, match="asyncio server only"):
-        TrioProxyServer(config)
 
 
 # ------------------------------------------------------------------ configuration and rules
