@@ -18,6 +18,13 @@ Clients, grouped by I/O model (one result each, so ratios compare like with like
 Proxies: our server (``python -m socks_sansio serve``, asyncio backend) and,
 when installed and not ``--quick``, microsocks. A slower proxy adds the same
 latency to every client and so pulls every ratio towards 1.
+
+``pool``: the same sequential connects (connect + 4-octet echo + close),
+through a ``ProxyPool`` of prepared connections ("pooled") and with the
+module's cold connect ("cold"), on each backend, through our server with
+RFC 1929 auth and without. Reported: connects/s, and the p50 and p99 latency
+of the connect call alone; the ratio pooled/cold (oriented so > 1 means the
+pool is better) is the result.
 """
 
 from __future__ import annotations
@@ -125,8 +132,8 @@ def echo_server() -> Iterator[Proc]:
 
 
 @contextlib.contextmanager
-def our_proxy() -> Iterator[Proc]:
-    argv = [sys.executable, "-m", "socks_sansio", "serve", "--listen", f"{HOST}:0", "--log-level", "warning"]
+def our_proxy(*extra: str) -> Iterator[Proc]:
+    argv = [sys.executable, "-m", "socks_sansio", "serve", "--listen", f"{HOST}:0", "--log-level", "warning", *extra]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         match = _read_line_matching(proc, "stderr", r"listening on [^ ]*?:(\d+)", START_TIMEOUT)
@@ -427,5 +434,130 @@ def client_results(quick: bool) -> list[Result]:
     return results
 
 
+# ------------------------------------------------------------------- pool
+
+POOL_SIZE = 4
+USER, PASSWORD = "bench", "bench-pass"
+
+
+def _pooled_sync(proxy: str, port: int, count: int, pooled: bool) -> tuple[list[float], float, int]:
+    """Latency of each connect call, the seconds all *count* connects took (echo and close included), pool hits."""
+    from socks_sansio.adapters.sync import ProxyPool, connect
+
+    latencies = []
+    with ProxyPool(proxy, size=POOL_SIZE) as pool:
+        pool.fill()
+        start = time.perf_counter()
+        for _ in range(count):
+            began = time.perf_counter()
+            sock = pool.connect(HOST, port, timeout=10) if pooled else connect(HOST, port, proxy=proxy, timeout=10)
+            latencies.append(time.perf_counter() - began)
+            try:
+                sock.sendall(MESSAGE)
+                _recv_exactly(sock, len(MESSAGE))
+            finally:
+                sock.close()
+        return latencies, time.perf_counter() - start, pool.stats.hits
+
+
+async def _pooled_asyncio(proxy: str, port: int, count: int, pooled: bool) -> tuple[list[float], float, int]:
+    from socks_sansio.adapters.asyncio import ProxyPool, open_connection
+
+    latencies = []
+    async with ProxyPool(proxy, size=POOL_SIZE) as pool:
+        await pool.fill()
+        start = time.perf_counter()
+        for _ in range(count):
+            began = time.perf_counter()
+            if pooled:
+                reader, writer = await pool.open_connection(HOST, port, timeout=10)
+            else:
+                reader, writer = await open_connection(HOST, port, proxy=proxy, timeout=10)
+            latencies.append(time.perf_counter() - began)
+            try:
+                writer.write(MESSAGE)
+                await reader.readexactly(len(MESSAGE))
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        return latencies, time.perf_counter() - start, pool.stats.hits
+
+
+async def _pooled_trio(proxy: str, port: int, count: int, pooled: bool) -> tuple[list[float], float, int]:
+    from socks_sansio.adapters.trio import ProxyPool, open_tcp_stream
+
+    latencies = []
+    async with ProxyPool(proxy, size=POOL_SIZE) as pool:
+        await pool.fill()
+        start = time.perf_counter()
+        for _ in range(count):
+            began = time.perf_counter()
+            if pooled:
+                stream = await pool.open_tcp_stream(HOST, port, timeout=10)
+            else:
+                stream = await open_tcp_stream(HOST, port, proxy=proxy, timeout=10)
+            latencies.append(time.perf_counter() - began)
+            try:
+                await stream.send_all(MESSAGE)
+                await _trio_receive_exactly(stream, len(MESSAGE))
+            finally:
+                await stream.aclose()
+        return latencies, time.perf_counter() - start, pool.stats.hits
+
+
+def _pool_once(kind: str, proxy: str, port: int, count: int, pooled: bool) -> tuple[list[float], float, int]:
+    if kind == "sync":
+        return _pooled_sync(proxy, port, count, pooled)
+    if kind == "asyncio":
+        return asyncio.run(_pooled_asyncio(proxy, port, count, pooled))
+    import trio
+
+    return trio.run(_pooled_trio, proxy, port, count, pooled)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def pool_results(quick: bool) -> list[Result]:
+    count, repeat = (40, 3) if quick else (300, 5)
+    results = []
+    with echo_server() as echo:
+        setups = (("", (), ""), ("_auth", ("--auth", f"{USER}:{PASSWORD}"), f"{USER}:{PASSWORD}@"))
+        for label, extra, userinfo in setups:
+            with our_proxy(*extra) as proxy:
+                url = f"socks5://{userinfo}{HOST}:{proxy.port}"
+                for kind in ("sync", "asyncio", "trio"):
+                    samples: dict[str, list[float]] = {"pooled": [], "cold": []}
+                    hits = 0
+                    rates: dict[str, list[float]] = {"pooled": [], "cold": []}
+                    variants = ("pooled", "cold")
+                    for variant in variants:  # warm-up: imports, first connections
+                        _pool_once(kind, url, echo.port, 3, variant == "pooled")
+                    for _ in range(repeat):  # interleaved, so a burst of load hits both
+                        for variant in variants:
+                            latencies, elapsed, hit = _pool_once(kind, url, echo.port, count, variant == "pooled")
+                            samples[variant] += latencies
+                            hits += hit if variant == "pooled" else 0
+                            rates[variant].append(count / elapsed)
+                    auth = "RFC 1929 auth" if label else "no auth"
+                    notes = (f"sequential connect + 4-octet echo + close through socks_sansio serve ({auth}), "
+                             f"pool size {POOL_SIZE} filled before timing, {count} connects x {repeat} repeats, "
+                             f"pool hits {hits}/{count * repeat}")
+                    name = f"pool_{kind}{label}"
+                    results.append(Result(name=name, unit="connects/s", ours={"pooled": median(rates["pooled"])},
+                                          peers={"cold": median(rates["cold"])}, notes=notes))
+                    for tag, fraction in (("p50", 0.5), ("p99", 0.99)):
+                        results.append(Result(
+                            name=f"{name}_{tag}", unit=f"µs, {tag} of the connect call", higher_is_better=False,
+                            ours={"pooled": 1e6 * _percentile(samples["pooled"], fraction)},
+                            peers={"cold": 1e6 * _percentile(samples["cold"], fraction)}, notes=notes,
+                        ))
+    return results
+
+
 register("clients", lambda: client_results(True), lambda: client_results(False),
          "client adapters (sync/asyncio/trio) connects/s vs python-socks and PySocks through one local proxy")
+register("pool", lambda: pool_results(True), lambda: pool_results(False),
+         "ProxyPool (prepared connections) vs cold connect: connects/s, p50/p99 connect latency, auth and not")
