@@ -237,6 +237,11 @@ class Failures:
     def __len__(self) -> int:
         return len(self._notes)
 
+    @property
+    def policy(self) -> RetryPolicy:
+        """The policy deciding which errors move on to the next attempt."""
+        return self._policy
+
     def record(self, step: Step, error: BaseException) -> bool:
         """Remember that *step* failed with *error*.
 

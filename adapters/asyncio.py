@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import ssl as _ssl
@@ -174,12 +175,40 @@ class _Link:
         self.raw.abort()
 
 
-@attrs.define
+@final
 class _Progress:
-    """What the call is doing now, for the time-out message."""
+    """What the call is doing now, for the time-out message.
 
-    step: str = "start"
-    proxy: str | None = None
+    The text of a step is only needed when something fails, so :meth:`later`
+    keeps a format and its (immutable) arguments and :attr:`step` builds the
+    text when it is read.
+    """
+
+    __slots__ = ("_args", "_format", "_step", "proxy")
+
+    def __init__(self, step: str = "start", proxy: str | None = None) -> None:
+        self._step: str | None = step
+        self._format = ""
+        self._args: tuple[object, ...] = ()
+        self.proxy = proxy
+
+    @property
+    def step(self) -> str:
+        """The step, in words."""
+        step = self._step
+        if step is None:
+            step = self._step = self._format.format(*self._args)
+        return step
+
+    @step.setter
+    def step(self, text: str) -> None:
+        self._step = text
+
+    def later(self, text_format: str, *args: object) -> None:
+        """Set the step to ``text_format.format(*args)``, built only if it is read."""
+        self._step = None
+        self._format = text_format
+        self._args = args
 
 
 @attrs.frozen(kw_only=True)
@@ -193,11 +222,41 @@ class _Options:
     limit: int
 
 
-@attrs.define
+@final
 class _Opened:
-    link: _Link
-    handshake: ClientHandshake | None
-    info: ConnectionInfo
+    """An open connection: the link, the last hop's handshake, and its report.
+
+    The :class:`ConnectionInfo` is given, or built on first use from *parts*
+    (the hops, the target, the options, the timings and the total time, all
+    taken when the connection was done): :func:`open_connection` never needs it.
+    """
+
+    __slots__ = ("_info", "_parts", "handshake", "link")
+
+    def __init__(
+        self,
+        link: _Link,
+        handshake: ClientHandshake | None,
+        info: ConnectionInfo | None = None,
+        *,
+        parts: tuple[Sequence[Hop], Address, _Options, _Timing, float] | None = None,
+    ) -> None:
+        if info is None and parts is None:
+            raise TypeError("an _Opened needs its info or the parts to build it from")
+        self.link = link
+        self.handshake = handshake
+        self._info = info
+        self._parts = parts
+
+    @property
+    def info(self) -> ConnectionInfo:
+        """What the connection went through (hops, bound address, timings)."""
+        info = self._info
+        if info is None:
+            assert self._parts is not None
+            hops, target, options, timing, total_time = self._parts
+            info = self._info = _report(hops, target, self.handshake, options, timing, total_time)
+        return info
 
 
 def _tls_context(value: _ssl.SSLContext | bool | None) -> _ssl.SSLContext | None:
@@ -281,8 +340,11 @@ async def _open(
         for i, (hop, asked) in enumerate(zip(hops, commands, strict=False))
     ]
     first = hops[0].proxy.address if hops else target
-    progress.step, progress.proxy = f"TCP connect to {first}", (hops[0].describe() if hops else None)
-    logger.debug("asyncio: TCP connect to %s", hops[0].describe() if hops else first)
+    debug = logger.isEnabledFor(logging.DEBUG)
+    progress.later("TCP connect to {}", first)
+    progress.proxy = hops[0].describe() if hops else None
+    if debug:
+        logger.debug("asyncio: TCP connect to %s", hops[0].describe() if hops else first)
     reader = asyncio.StreamReader(limit=options.limit)
     protocol = _StreamProtocol(reader)
     try:
@@ -310,15 +372,21 @@ async def _open(
             if handshake is None:
                 resolved = await _resolve(hop.proxy, hop.target, progress)
                 handshake = ClientHandshake(hop.proxy, resolved, command=commands[i], pipelined=options.pipelined)
-            progress.step = f"{hop.proxy.protocol.name} handshake asking for {commands[i].name} {handshake.target}"
-            logger.debug("asyncio: %s via %s", progress.step, hop.describe())
+            asked = (hop.proxy, commands[i], handshake.target)
+            progress.later("{0.protocol.name} handshake asking for {1.name} {2}", *asked)
+            if debug:
+                logger.debug("asyncio: %s via %s", progress.step, hop.describe())
             await _run_handshake(link, handshake, until_listening=True)
-            logger.debug("asyncio: %s via %s: %s (bound %s)", progress.step, hop.describe(), handshake.status.name,
-                         handshake.bound)  # fmt: skip
+            if debug:
+                logger.debug("asyncio: %s via %s: %s (bound %s)", progress.step, hop.describe(),
+                             handshake.status.name, handshake.bound)  # fmt: skip
             timing.handshake += time.monotonic() - mark
         if not prepare:
             await _target_tls(link, target, options, progress, timing)
-    return _Opened(link=link, handshake=handshake, info=_info(hops, target, handshake, options, timing, started))
+    total_time = time.monotonic() - started
+    if debug:
+        logger.debug("asyncio: connected to %s in %.3f s", target, total_time)
+    return _Opened(link, handshake, parts=(hops, target, options, timing, total_time))
 
 
 @attrs.define
@@ -362,7 +430,20 @@ def _info(
     timing: _Timing,
     started: float,
 ) -> ConnectionInfo:
-    info = ConnectionInfo(
+    info = _report(hops, target, handshake, options, timing, time.monotonic() - started)
+    logger.debug("asyncio: connected to %s in %.3f s", target, info.total_time)
+    return info
+
+
+def _report(
+    hops: Sequence[Hop],
+    target: Address,
+    handshake: ClientHandshake | None,
+    options: _Options,
+    timing: _Timing,
+    total_time: float,
+) -> ConnectionInfo:
+    return ConnectionInfo(
         proxies=tuple(hop.describe() for hop in hops),
         target=target,
         protocol=hops[-1].proxy.protocol if hops else None,
@@ -371,10 +452,8 @@ def _info(
         connect_time=timing.connect,
         handshake_time=timing.handshake,
         tls_time=timing.tls,
-        total_time=time.monotonic() - started,
+        total_time=total_time,
     )
-    logger.debug("asyncio: connected to %s in %.3f s", target, info.total_time)
-    return info
 
 
 async def _within(deadline: Deadline, progress: _Progress, work: Awaitable[_T]) -> _T:
@@ -399,11 +478,11 @@ async def _within(deadline: Deadline, progress: _Progress, work: Awaitable[_T]) 
 
 
 def _proxy_list(
-    proxy: ProxySpec | Sequence[ProxySpec] | None, trust_env: bool, scheme: str, host: str, port: int
+    proxy: ProxySpec | Sequence[ProxySpec] | None, trust_env: bool, scheme: str, target: Address
 ) -> list[ProxyURL]:
     proxies = to_proxies(proxy)
     if not proxies and trust_env:
-        proxies = proxies_from_environment(scheme, host, port, os.environ)
+        proxies = proxies_from_environment(scheme, target.host_str, target.port, os.environ)
         if proxies:
             logger.debug("asyncio: proxy from the environment: %s", proxies[0].redacted())
     return proxies
@@ -431,7 +510,7 @@ async def _connect(
     if server_hostname is not None and context is None:
         raise LocalProtocolError("server_hostname is only meaningful with ssl=")
     target = describe_target(host, port)
-    proxies = _proxy_list(proxy, trust_env, "https" if context is not None else "http", target.host_str, port)
+    proxies = _proxy_list(proxy, trust_env, "https" if context is not None else "http", target)
     options = _Options(
         ssl=context,
         server_hostname=server_hostname,
@@ -694,12 +773,13 @@ async def open_connection(
         ``(reader, writer)``; the reader returns the bytes sent with the proxy's
         final reply first.
     """
-    tunnel = await open_tunnel(
+    opened = await _connect(
         host, port, proxy=proxy, timeout=timeout, ssl=ssl, server_hostname=server_hostname, proxy_ssl=proxy_ssl,
         trust_env=trust_env, pipelined=pipelined, nodelay=nodelay, keepalive=keepalive, limit=limit,
         failover=failover, retry=retry,
     )  # fmt: skip
-    return tunnel.reader, tunnel.writer
+    link = opened.link  # the reader and a writer: no Tunnel and no ConnectionInfo to build
+    return link.reader, link.writer()
 
 
 async def _hand_over(link: _Link, protocol: asyncio.BaseProtocol) -> None:

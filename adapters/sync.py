@@ -36,16 +36,16 @@ Whatever fails, every socket opened by the call is closed.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ipaddress
+import logging
 import os
 import selectors
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Final, TypeVar, final
 
@@ -410,6 +410,51 @@ def wrap_tls(
 
 
 @final
+class _Step:
+    """What :meth:`_Call.step` returns: a context manager written as a class (cheaper than a generator)."""
+
+    __slots__ = ("call", "hop", "what")
+
+    def __init__(self, call: _Call, what: str, hop: Hop | None) -> None:
+        self.call = call
+        self.what = what
+        self.hop = hop
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if not isinstance(exc, OSError):
+            return
+        hop = self.hop
+        proxy = None if hop is None else hop.describe()
+        deadline = self.call.deadline
+        # Without a deadline, a TimeoutError is the kernel's (ETIMEDOUT): an ordinary failure.
+        if isinstance(exc, TimeoutError) and deadline.timeout is not None:
+            raise deadline.expired_error(self.what, proxy) from exc
+        if hop is not None:
+            raise ProxyConnectionError(f"{self.what} failed: {exc}", proxy=proxy) from exc
+
+
+_SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
+
+def _literal_sockaddr(address: Address) -> tuple[socket.AddressFamily, _SockAddr] | None:
+    """The family and socket address of an IP literal, as ``getaddrinfo`` gives them; ``None`` for a name.
+
+    An IPv6 address with a zone (``fe80::1%eth0``) is left to ``getaddrinfo``, which knows the zone's index.
+    """
+    host = address.host
+    if type(host) is ipaddress.IPv4Address:
+        return socket.AF_INET, (str(host), address.port)
+    if type(host) is ipaddress.IPv6Address and host.scope_id is None:
+        return socket.AF_INET6, (str(host), address.port, 0, 0)
+    return None
+
+
+@final
 class _Call:
     """One call's deadline, options and timings, and the blocking steps it is made of."""
 
@@ -423,6 +468,7 @@ class _Call:
     ) -> None:
         self.deadline = Deadline(timeout)
         self.started = time.monotonic()
+        self.debug = logger.isEnabledFor(logging.DEBUG)  # what to log is built only when it is logged
         self.nodelay = nodelay
         self.keepalive = keepalive
         self.pipelined = pipelined
@@ -437,27 +483,23 @@ class _Call:
             raise self.deadline.expired_error(what, proxy)
         stream.settimeout(remaining)
 
-    @contextlib.contextmanager
-    def step(self, what: str, hop: Hop | None) -> Iterator[None]:
+    def step(self, what: str, hop: Hop | None) -> _Step:
         """Map a time-out to ProxyTimeoutError, and (when *hop* is given) OSError to ProxyConnectionError."""
-        proxy = None if hop is None else hop.describe()
-        try:
-            yield
-        except OSError as exc:
-            # Without a deadline, a TimeoutError is the kernel's (ETIMEDOUT): an ordinary failure.
-            if isinstance(exc, TimeoutError) and self.deadline.timeout is not None:
-                raise self.deadline.expired_error(what, proxy) from exc
-            if hop is None:
-                raise
-            raise ProxyConnectionError(f"{what} failed: {exc}", proxy=proxy) from exc
+        return _Step(self, what, hop)
 
     def open_tcp(self, address: Address, hop: Hop | None) -> socket.socket:
         """A TCP connection to *address* (the first proxy, or the target), trying each of its addresses."""
         what = "connecting to the proxy" if hop is not None else f"connecting to {address}"
-        logger.debug("%s: TCP connect to %s", hop.describe() if hop else "direct", address)
+        if self.debug:
+            logger.debug("%s: TCP connect to %s", hop.describe() if hop else "direct", address)
         start = time.monotonic()
         with self.step(what, hop):
-            infos = socket.getaddrinfo(address.host_str, address.port, type=socket.SOCK_STREAM)
+            literal = _literal_sockaddr(address)
+            infos: Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[object, ...]]]
+            if literal is not None:  # what getaddrinfo would answer, without asking it
+                infos = ((literal[0], socket.SOCK_STREAM, socket.IPPROTO_TCP, "", literal[1]),)
+            else:
+                infos = socket.getaddrinfo(address.host_str, address.port, type=socket.SOCK_STREAM)
             error: OSError | None = None
             for family, kind, proto, _, sockaddr in infos:
                 sock = socket.socket(family, kind, proto)
@@ -473,12 +515,17 @@ class _Call:
                     error = exc
                     logger.debug("TCP connect to %s failed: %s", sockaddr, exc)
                     continue
-                if self.nodelay:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.keepalive:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                self.connect_time += time.monotonic() - start
-                logger.debug("TCP connected to %s from %s", sock.getpeername(), sock.getsockname())
+                try:
+                    if self.nodelay:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if self.keepalive:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                    self.connect_time += time.monotonic() - start
+                    if self.debug:
+                        logger.debug("TCP connected to %s from %s", sock.getpeername(), sock.getsockname())
+                except BaseException:
+                    sock.close()
+                    raise
                 return sock
             raise error if error is not None else OSError(f"no address found for {address.host_str}")
 
@@ -525,27 +572,30 @@ class _Call:
         """Run *handshake* over *stream* until *done*; reads never go past the handshake."""
         proxy = hop.describe()
         what = f"the {hop.proxy.scheme} handshake"
+        debug = self.debug
         start = time.monotonic()
         with self.step(what, hop):
-            self._send(stream, handshake, what, proxy)
-            while not done(handshake):
+            data = handshake.data_to_send()
+            while True:
+                if data:
+                    self.arm(stream, what, proxy)
+                    stream.sendall(data)
+                    if debug:
+                        logger.debug("%s: sent %d octets", proxy, len(data))
+                if done(handshake):
+                    break
                 self.arm(stream, what, proxy)
                 data = stream.recv(handshake.read_size_hint)
-                logger.debug("%s: received %d octets", proxy, len(data))
+                if debug:
+                    logger.debug("%s: received %d octets", proxy, len(data))
                 handshake.receive_data(data)
-                self._send(stream, handshake, what, proxy)
+                data = handshake.data_to_send()
         self.handshake_time += time.monotonic() - start
         leftover, _ = handshake.trailing_data
         if leftover:  # cannot happen: every read was at most read_size_hint octets
             raise RuntimeError(f"bug: {len(leftover)} tunnel octets were read during the handshake")
-        logger.debug("%s: %s (bound %s)", proxy, handshake.status.name, handshake.bound)
-
-    def _send(self, stream: SocketLike, handshake: ClientHandshake, what: str, proxy: str) -> None:
-        data = handshake.data_to_send()
-        if data:
-            self.arm(stream, what, proxy)
-            stream.sendall(data)
-            logger.debug("%s: sent %d octets", proxy, len(data))
+        if debug:
+            logger.debug("%s: %s (bound %s)", proxy, handshake.status.name, handshake.bound)
 
     def info(
         self, proxies: Sequence[ProxyURL], target: Address, last: ClientHandshake | None, tls: bool
@@ -592,10 +642,20 @@ def _chain(
     hops = plan_hops(proxies, target)
     if not hops:
         return call.open_tcp(target, None), None, hops
-    for index, hop in enumerate(hops):  # an impossible request fails before any I/O
-        is_last = index == len(hops) - 1
-        if not needs_local_resolution(hop.proxy, hop.target) and not (prepare and is_last):
-            hop.handshake(command=command if is_last else Command.CONNECT)
+    last_index = len(hops) - 1
+    # An impossible request fails before any I/O: build now every handshake whose
+    # target needs no local resolution (they are used as they are, below).
+    built: list[ClientHandshake | None] = [
+        None
+        if (prepare and index == last_index) or needs_local_resolution(hop.proxy, hop.target)
+        else ClientHandshake(
+            hop.proxy,
+            hop.target,
+            command=command if index == last_index else Command.CONNECT,
+            pipelined=call.pipelined,
+        )
+        for index, hop in enumerate(hops)
+    ]
     stream: SocketLike = call.open_tcp(hops[0].proxy.address, hops[0])
     handshake: ClientHandshake | None = None
     try:
@@ -603,14 +663,20 @@ def _chain(
             if hop.needs_tls:
                 context = proxy_ssl if proxy_ssl is not None else ssl.create_default_context()
                 stream = call.start_tls(stream, context, hop.proxy.address.host_str, hop)
-            is_last = index == len(hops) - 1
+            is_last = index == last_index
+            handshake = built[index]
             if prepare and is_last:
                 handshake = ClientHandshake(hop.proxy, None)
-                logger.debug("hop %d/%d: %s, prepared up to the request", index + 1, len(hops), hop.describe())
+                if call.debug:
+                    logger.debug("hop %d/%d: %s, prepared up to the request", index + 1, len(hops), hop.describe())
             else:
-                hop = call.resolve(hop)  # noqa: PLW2901 - the same hop, with an address for its target
-                handshake = hop.handshake(command=command if is_last else Command.CONNECT, pipelined=call.pipelined)
-                logger.debug("hop %d/%d: %s to %s", index + 1, len(hops), hop.describe(), hop.target)
+                if handshake is None:
+                    hop = call.resolve(hop)  # noqa: PLW2901 - the same hop, with an address for its target
+                    handshake = hop.handshake(
+                        command=command if is_last else Command.CONNECT, pipelined=call.pipelined
+                    )
+                if call.debug:
+                    logger.debug("hop %d/%d: %s to %s", index + 1, len(hops), hop.describe(), hop.target)
             call.handshake(stream, handshake, hop, _in_progress_done)
     except BaseException:
         stream.close()
@@ -742,7 +808,7 @@ def connect(
         host, port, proxy=proxy, timeout=timeout, tls=ssl, server_hostname=server_hostname,
         proxy_ssl=proxy_ssl, trust_env=trust_env, pipelined=pipelined, nodelay=nodelay, keepalive=keepalive,
         failover=failover, retry=retry,
-    ).socket
+    )[1]  # the socket alone: no Tunnel and no ConnectionInfo to build
 
 
 def open_tunnel(
@@ -765,11 +831,12 @@ def open_tunnel(
 
     Same arguments and errors as :func:`connect`.
     """
-    return _connect(
+    call, stream, last, proxies, target = _connect(
         host, port, proxy=proxy, timeout=timeout, tls=ssl, server_hostname=server_hostname,
         proxy_ssl=proxy_ssl, trust_env=trust_env, pipelined=pipelined, nodelay=nodelay, keepalive=keepalive,
         failover=failover, retry=retry,
     )
+    return _tunnel(call, stream, last, proxies, target, ssl is not None)
 
 
 def _connect(
@@ -787,19 +854,55 @@ def _connect(
     keepalive: bool,
     failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None,
     retry: RetryPolicy | None,
-) -> Tunnel:
+) -> tuple[_Call, SocketLike, ClientHandshake | None, Sequence[ProxyURL], Address]:
+    """Everything :func:`connect` and :func:`open_tunnel` do but building the :class:`Tunnel`.
+
+    Returns:
+        the call, the socket (TLS to the target done, timeout ``None``), the last
+        hop's handshake, the proxies that were used and the target.
+    """
     call = _Call(timeout, nodelay=nodelay, keepalive=keepalive, pipelined=pipelined)
     target = Address(host, port)
     if failover is None and retry is None:
         proxies = _proxies_for(proxy, host, port, tls=tls is not None, trust_env=trust_env)
-        logger.debug("connect to %s via %s", target, [p.redacted() for p in proxies] or "no proxy")
+        if call.debug:
+            logger.debug("connect to %s via %s", target, [p.redacted() for p in proxies] or "no proxy")
         stream, last, _ = _chain(call, proxies, target, proxy_ssl=proxy_ssl)
     else:
         candidates = candidates_for(
             proxy, failover, lambda: _proxies_for(proxy, host, port, tls=tls is not None, trust_env=trust_env)
         )
         proxies, stream, last = _failover_chain(call, candidates, retry or RetryPolicy(), target, proxy_ssl)
-    return _complete(call, stream, last, proxies, target, tls, server_hostname or host)
+    stream = _finish(call, stream, target, tls, server_hostname or host)
+    return call, stream, last, proxies, target
+
+
+def _finish(
+    call: _Call, stream: SocketLike, target: Address, tls: ssl.SSLContext | None, server_hostname: str
+) -> SocketLike:
+    """TLS to the target if asked, and the socket made blocking (it is closed on failure)."""
+    try:
+        if tls is not None:
+            stream = call.start_tls(stream, tls, server_hostname, None)
+        stream.settimeout(None)
+    except BaseException:
+        stream.close()
+        raise
+    if call.debug:
+        logger.debug("connected to %s in %.3f s", target, time.monotonic() - call.started)
+    return stream
+
+
+def _tunnel(
+    call: _Call,
+    stream: SocketLike,
+    last: ClientHandshake | None,
+    proxies: Sequence[ProxyURL],
+    target: Address,
+    tls: bool,
+) -> Tunnel:
+    """The :class:`Tunnel` of a finished call: the socket and its :class:`ConnectionInfo`."""
+    return Tunnel(stream, call.info(proxies, target, last, tls), host_header=_host_header(target, tls))
 
 
 def _complete(
@@ -812,16 +915,8 @@ def _complete(
     server_hostname: str,
 ) -> Tunnel:
     """TLS to the target if asked, then the :class:`Tunnel` (the stream is closed on failure)."""
-    try:
-        if tls is not None:
-            stream = call.start_tls(stream, tls, server_hostname, None)
-        stream.settimeout(None)
-    except BaseException:
-        stream.close()
-        raise
-    info = call.info(proxies, target, last, tls is not None)
-    logger.debug("connected to %s in %.3f s", target, info.total_time)
-    return Tunnel(stream, info, host_header=_host_header(target, tls is not None))
+    stream = _finish(call, stream, target, tls, server_hostname)
+    return _tunnel(call, stream, last, proxies, target, tls is not None)
 
 
 # ---------------------------------------------------------------------------- Tunnel

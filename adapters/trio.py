@@ -28,8 +28,11 @@ with frames, HTTP requests and timings), :func:`open_udp_association`
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import logging
 import os
 import ssl as _ssl
+import sys
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, final
@@ -87,6 +90,9 @@ __all__ = [
 ]
 
 _ANY_PEER: Final = Address("0.0.0.0", 0)
+
+if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10: trio's own dependency
+    from exceptiongroup import ExceptionGroup
 
 
 # -- streams that hand out the bytes read past the handshake first --------------------------------
@@ -203,11 +209,13 @@ async def handshake_over(stream: trio.abc.Stream, handshake: ClientHandshake) ->
     """
     proxy = handshake.proxy.redacted()
     start = handshake.status
+    debug = logger.isEnabledFor(logging.DEBUG)
     try:
         await _flush(stream, handshake, proxy)
         while handshake.status is start and not handshake.established:
             data = await stream.receive_some(handshake.read_size_hint)
-            logger.debug("trio: received %d octets from %s", len(data), proxy)
+            if debug:
+                logger.debug("trio: received %d octets from %s", len(data), proxy)
             handshake.receive_data(data)
             await _flush(stream, handshake, proxy)
     except trio.BrokenResourceError as exc:
@@ -220,7 +228,8 @@ async def handshake_over(stream: trio.abc.Stream, handshake: ClientHandshake) ->
     if handshake.status is HandshakeStatus.READY:
         logger.debug("trio: %s is prepared, waiting for the request", proxy)
         return stream
-    logger.debug("trio: handshake with %s done (bound %s)", proxy, handshake.bound)
+    if debug:
+        logger.debug("trio: handshake with %s done (bound %s)", proxy, handshake.bound)
     data, eof = handshake.trailing_data
     return _with_leftovers(stream, data, eof)
 
@@ -267,11 +276,50 @@ def _scope(timeout: float | None) -> trio.CancelScope:
     return trio.CancelScope() if timeout is None else trio.move_on_after(timeout)
 
 
+def _literal_sockaddr(address: Address) -> tuple[int, tuple[str, int] | tuple[str, int, int, int]] | None:
+    """The family and socket address of an IP literal, as ``getaddrinfo`` gives them; ``None`` for a name.
+
+    An IPv6 address with a zone (``fe80::1%eth0``) is left to ``getaddrinfo``, which knows the zone's index.
+    """
+    host = address.host
+    if type(host) is ipaddress.IPv4Address:
+        return tsocket.AF_INET, (str(host), address.port)
+    if type(host) is ipaddress.IPv6Address and host.scope_id is None:
+        return tsocket.AF_INET6, (str(host), address.port, 0, 0)
+    return None
+
+
+async def _open_tcp_stream(address: Address) -> trio.SocketStream:
+    """``trio.open_tcp_stream(address.host_str, address.port)``, with the same result and errors.
+
+    An IP literal has exactly one address, so there is nothing for the resolver
+    to find nor for happy eyeballs to race: its socket is connected directly,
+    without the nursery and tasks ``trio.open_tcp_stream`` spends on the race.
+    """
+    literal = _literal_sockaddr(address)
+    if literal is None:
+        return await trio.open_tcp_stream(address.host_str, address.port)
+    family, sockaddr = literal
+    sock = tsocket.socket(family, tsocket.SOCK_STREAM, tsocket.IPPROTO_TCP)
+    try:
+        await sock.connect(sockaddr)
+    except OSError as exc:
+        sock.close()
+        host = address.host_str
+        message = f"all attempts to connect to {f'[{host}]' if ':' in host else host}:{address.port} failed"
+        raise OSError(message) from ExceptionGroup(message, [exc])  # as trio.open_tcp_stream words it
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 async def _connect(address: Address, hop: Hop | None, nodelay: bool, keepalive: bool) -> trio.SocketStream:
     """TCP connect to the first hop (or the target); OSError becomes ProxyConnectionError for a proxy."""
-    logger.debug("trio: connecting to %s", hop.describe() if hop else address)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("trio: connecting to %s", hop.describe() if hop else address)
     try:
-        stream = await trio.open_tcp_stream(address.host_str, address.port)
+        stream = await _open_tcp_stream(address)
     except OSError as exc:
         if hop is None:
             raise
@@ -279,7 +327,8 @@ async def _connect(address: Address, hop: Hop | None, nodelay: bool, keepalive: 
             f"could not connect to the proxy {hop.describe()}: {exc}", proxy=hop.describe()
         ) from exc
     try:
-        stream.setsockopt(tsocket.IPPROTO_TCP, tsocket.TCP_NODELAY, nodelay)
+        if not nodelay:  # trio.SocketStream has set TCP_NODELAY already
+            stream.setsockopt(tsocket.IPPROTO_TCP, tsocket.TCP_NODELAY, False)
         stream.setsockopt(tsocket.SOL_SOCKET, tsocket.SO_KEEPALIVE, keepalive)
     except OSError:
         await trio.aclose_forcefully(stream)
@@ -467,7 +516,7 @@ async def open_tcp_stream(
         trio.BrokenResourceError: the TLS handshake with the target failed
             (the ``ssl.SSLError`` is the ``__cause__``).
     """
-    tunnel = await open_tunnel(
+    opened = await _open(
         host,
         port,
         proxy=proxy,
@@ -483,7 +532,7 @@ async def open_tcp_stream(
         failover=failover,
         retry=retry,
     )
-    return tunnel.stream
+    return opened.stream  # the stream alone: no Tunnel and no ConnectionInfo to build
 
 
 async def open_tunnel(
@@ -508,14 +557,73 @@ async def open_tunnel(
     Use it as ``tunnel = await open_tunnel(...)`` then ``async with tunnel: ...``.
     Arguments, errors and the stream are those of :func:`open_tcp_stream`.
     """
+    opened = await _open(
+        host,
+        port,
+        proxy=proxy,
+        timeout=timeout,
+        ssl=ssl,
+        server_hostname=server_hostname,
+        proxy_ssl=proxy_ssl,
+        trust_env=trust_env,
+        pipelined=pipelined,
+        nodelay=nodelay,
+        keepalive=keepalive,
+        https_compatible=https_compatible,
+        failover=failover,
+        retry=retry,
+    )
+    return Tunnel(opened.stream, _info(opened, ssl is not None))
+
+
+@final
+class _Opened:
+    """What :func:`_open` built: the stream, and what the :class:`ConnectionInfo` is made from."""
+
+    __slots__ = ("chain", "progress", "proxies", "started", "stream", "target")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        chain: _Chain,
+        proxies: Sequence[ProxyURL],
+        target: Address,
+        progress: _Progress,
+        started: float,
+    ) -> None:
+        self.stream = stream
+        self.chain = chain
+        self.proxies = proxies
+        self.target = target
+        self.progress = progress
+        self.started = started
+
+
+async def _open(
+    host: str | bytes,
+    port: int,
+    *,
+    proxy: ProxySpec | Sequence[ProxySpec] | None,
+    timeout: float | None,
+    ssl: _ssl.SSLContext | None,
+    server_hostname: str | None,
+    proxy_ssl: _ssl.SSLContext | None,
+    trust_env: bool,
+    pipelined: bool,
+    nodelay: bool,
+    keepalive: bool,
+    https_compatible: bool,
+    failover: Sequence[ProxySpec | Sequence[ProxySpec]] | None,
+    retry: RetryPolicy | None,
+) -> _Opened:
+    """:func:`open_tunnel` up to the stream (TLS to the target included), all under the one deadline."""
     deadline = Deadline(timeout)
     started = trio.current_time()
     proxies = _choose_proxies(proxy, trust_env, "https" if ssl is not None else "http", host, port)
     target = Address(_host_text(host), port)
     progress = _Progress()
     candidates = None if failover is None and retry is None else candidates_for(proxy, failover, lambda: proxies)
-    policy = retry or RetryPolicy()
-    failures = Failures(policy)
+    failures = None if candidates is None else Failures(retry or RetryPolicy())
     with _scope(timeout):
         if candidates is None:
             chain = await _open_chain(
@@ -529,7 +637,8 @@ async def open_tunnel(
                 progress=progress,
             )
         else:
-            for step in plan_failover(candidates, policy, deadline.remaining):
+            assert failures is not None
+            for step in plan_failover(candidates, failures.policy, deadline.remaining):
                 if step.delay:
                     logger.debug("trio: failover: waiting %.3f s before round %d", step.delay, step.round)
                     await trio.sleep(step.delay)
@@ -555,11 +664,54 @@ async def open_tunnel(
                 break
             else:
                 raise failures.final_error()
-        return await _complete(
-            chain, proxies, target, ssl=ssl, server_hostname=server_hostname if server_hostname is not None
-            else _host_text(host), https_compatible=https_compatible, progress=progress, started=started,
+        stream = await _target_tls(
+            chain, ssl=ssl, server_hostname=server_hostname if server_hostname is not None else _host_text(host),
+            https_compatible=https_compatible, progress=progress,
         )  # fmt: skip
-    raise failures.annotate(deadline.expired_error(progress.step, progress.proxy))
+        return _Opened(stream, chain, proxies, target, progress, started)
+    expired = deadline.expired_error(progress.step, progress.proxy)
+    raise expired if failures is None else failures.annotate(expired)
+
+
+def _info(opened: _Opened, tls: bool) -> ConnectionInfo:
+    """The report of a finished call."""
+    proxies, progress = opened.proxies, opened.progress
+    info = ConnectionInfo(
+        proxies=tuple(p.redacted() for p in proxies),
+        target=opened.target,
+        protocol=proxies[-1].protocol if proxies else None,
+        bound=opened.chain.handshake.bound if opened.chain.handshake else None,
+        tls=tls,
+        connect_time=progress.connect_time,
+        handshake_time=progress.handshake_time,
+        tls_time=progress.tls_time,
+        total_time=trio.current_time() - opened.started,
+    )
+    logger.debug("trio: connected to %s via %d proxies in %.3f s", opened.target, len(proxies), info.total_time)
+    return info
+
+
+async def _target_tls(
+    chain: _Chain,
+    *,
+    ssl: _ssl.SSLContext | None,
+    server_hostname: str,
+    https_compatible: bool,
+    progress: _Progress,
+) -> trio.abc.Stream:
+    """*chain*'s stream with TLS to the target when asked (the stream is closed on failure)."""
+    stream = chain.stream
+    if ssl is not None:
+        progress.step = "the TLS handshake with the target"
+        progress.proxy = None
+        try:
+            stream = await _start_tls(
+                stream, ssl, server_hostname, https_compatible=https_compatible, progress=progress
+            )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    return stream
 
 
 async def _complete(
@@ -574,30 +726,10 @@ async def _complete(
     started: float,
 ) -> Tunnel:
     """TLS to the target if asked, then the :class:`Tunnel` (the stream is closed on failure)."""
-    stream = chain.stream
-    if ssl is not None:
-        progress.step = "the TLS handshake with the target"
-        progress.proxy = None
-        try:
-            stream = await _start_tls(
-                stream, ssl, server_hostname, https_compatible=https_compatible, progress=progress
-            )
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-    info = ConnectionInfo(
-        proxies=tuple(p.redacted() for p in proxies),
-        target=target,
-        protocol=proxies[-1].protocol if proxies else None,
-        bound=chain.handshake.bound if chain.handshake else None,
-        tls=ssl is not None,
-        connect_time=progress.connect_time,
-        handshake_time=progress.handshake_time,
-        tls_time=progress.tls_time,
-        total_time=trio.current_time() - started,
+    stream = await _target_tls(
+        chain, ssl=ssl, server_hostname=server_hostname, https_compatible=https_compatible, progress=progress
     )
-    logger.debug("trio: connected to %s via %d proxies in %.3f s", target, len(proxies), info.total_time)
-    return Tunnel(stream, info)
+    return Tunnel(stream, _info(_Opened(stream, chain, proxies, target, progress, started), ssl is not None))
 
 
 @final

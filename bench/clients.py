@@ -15,9 +15,12 @@ Clients, grouped by I/O model (one result each, so ratios compare like with like
 * trio: ``socks_sansio.adapters.trio.open_tcp_stream`` vs python-socks
   (``python_socks.async_.trio.Proxy.connect`` + ``trio.SocketStream``).
 
-Proxies: our server (``python -m socks_sansio serve``, asyncio backend) and,
-when installed and not ``--quick``, microsocks. A slower proxy adds the same
-latency to every client and so pulls every ratio towards 1.
+Proxies: our server (``python -m socks_sansio serve``, asyncio backend), once
+without authentication (``clients_<kind>``) and once with RFC 1929
+username/password (``clients_<kind>_auth``: one round trip more, and the
+credentials every client sends), and, when installed and not ``--quick``,
+microsocks without authentication (``clients_<kind>_via_microsocks``). A slower
+proxy adds the same latency to every client and so pulls every ratio towards 1.
 
 ``pool``: the same sequential connects (connect + 4-octet echo + close),
 through a ``ProxyPool`` of prepared connections ("pooled") and with the
@@ -221,11 +224,16 @@ def python_socks_sync(proxy: str, port: int, count: int) -> None:
 def pysocks_sync(proxy: str, port: int, count: int) -> None:
     import socks  # type: ignore[import-untyped]  # PySocks
 
-    host, _, proxy_port = proxy.rpartition("/")[2].rpartition(":")
+    userinfo, _, hostport = proxy.rpartition("/")[2].rpartition("@")
+    host, _, proxy_port = hostport.rpartition(":")
+    username, _, password = userinfo.partition(":")
+
     def one() -> None:
         sock = socks.socksocket()
         try:
-            sock.set_proxy(socks.SOCKS5, host, int(proxy_port), rdns=True)
+            sock.set_proxy(
+                socks.SOCKS5, host, int(proxy_port), rdns=True, username=username or None, password=password or None
+            )
             sock.settimeout(10)
             sock.connect((HOST, port))
             sock.sendall(MESSAGE)
@@ -400,22 +408,31 @@ def _measure_group(
     return ours, peers
 
 
+def _our_proxy_with_auth() -> contextlib.AbstractContextManager[Proc]:
+    return our_proxy("--auth", f"{USER}:{PASSWORD}")
+
+
 def client_results(quick: bool) -> list[Result]:
     count, repeat = (40, 3) if quick else (200, 5)
-    proxies: list[Callable[[], contextlib.AbstractContextManager[Proc]]] = [our_proxy]
+    # (how to start the proxy, userinfo for the URL, suffix of the result names)
+    setups: list[tuple[Callable[[], contextlib.AbstractContextManager[Proc]], str, str]] = [
+        (our_proxy, "", ""),
+        (_our_proxy_with_auth, f"{USER}:{PASSWORD}@", "_auth"),
+    ]
     if not quick:
-        proxies.append(microsocks_proxy)
+        setups.append((microsocks_proxy, "", "_via_microsocks"))
     results = []
     with echo_server() as echo:
-        for start_proxy in proxies:
+        for start_proxy, userinfo, suffix in setups:
             try:
                 with start_proxy() as proxy:
-                    url = f"socks5://{HOST}:{proxy.port}"  # the target is an IP literal: no resolution either way
+                    # The target is an IP literal: no name resolution for any client.
+                    url = f"socks5://{userinfo}{HOST}:{proxy.port}"
+                    auth = "RFC 1929 auth" if userinfo else "no auth"
                     for kind in GROUPS:
                         ERRORS.clear()
                         ours, peers = _measure_group(kind, url, echo.port, count, repeat)
                         retried = f"; retried failed connects: {dict(ERRORS)}" if ERRORS else ""
-                        suffix = "" if proxy.name == "socks_sansio serve" else f"_via_{proxy.name}"
                         results.append(
                             Result(
                                 name=f"clients_{kind}{suffix}",
@@ -423,7 +440,7 @@ def client_results(quick: bool) -> list[Result]:
                                 ours=ours,
                                 peers=peers,
                                 targets={p: 1.2 for p in peers if p.startswith("python_socks")},
-                                notes=f"sequential connect + 4-octet echo + close through {proxy.name}, "
+                                notes=f"sequential connect + 4-octet echo + close through {proxy.name} ({auth}), "
                                 f"{count} connects x {repeat} repeats{retried}",
                             )
                         )

@@ -31,6 +31,7 @@ same, so a new tunnel costs one round trip.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Final, final
 
 from ._address import Address
@@ -88,14 +89,47 @@ def _check_request(proxy: ProxyURL, target: Address, command: Command) -> None:
             f"{proxy.scheme}:// proxies resolve names locally: resolve {target.host_str} first, "
             f"or use {proxy.scheme}{'h' if proxy.scheme == 'socks5' else 'a'}:// to let the proxy resolve it"
         )
-    if proxy.protocol is ProxyProtocol.SOCKS4 and command not in (Command.CONNECT, Command.BIND):
+    protocol = proxy.protocol
+    if protocol is _SOCKS5:
+        return
+    if protocol is _SOCKS4 and command is not _CONNECT and command is not _BIND:
         raise LocalProtocolError(f"SOCKS4 has no {command.name}; only CONNECT and BIND")
-    if proxy.protocol is ProxyProtocol.HTTP and command is not Command.CONNECT:
+    if protocol is _HTTP and command is not _CONNECT:
         raise LocalProtocolError(f"an HTTP proxy can only CONNECT, not {command.name}")
 
 
 _SOCKS5_ENDS: Final = {Socks5State.TUNNEL, Socks5State.ASSOCIATED}
 _SOCKS4_ENDS: Final = {Socks4State.TUNNEL}
+
+# Speed: a handshake is a handful of calls, so what each call pays is the cost.
+# Enum members are slow to look up on their class: read them once. Greetings are
+# immutable events, built once. Events are dispatched on their exact type (the
+# event classes are final).
+_IN_PROGRESS: Final = HandshakeStatus.IN_PROGRESS
+_READY: Final = HandshakeStatus.READY
+_BIND_LISTENING: Final = HandshakeStatus.BIND_LISTENING
+_ESTABLISHED: Final = HandshakeStatus.ESTABLISHED
+_SOCKS5: Final = ProxyProtocol.SOCKS5
+_SOCKS4: Final = ProxyProtocol.SOCKS4
+_HTTP: Final = ProxyProtocol.HTTP
+_CONNECT: Final = Command.CONNECT
+_BIND: Final = Command.BIND
+_NO_AUTH: Final = AuthMethod.NO_AUTH
+_USERNAME_PASSWORD: Final = AuthMethod.USERNAME_PASSWORD
+_NO_ACCEPTABLE: Final = AuthMethod.NO_ACCEPTABLE
+_AWAIT_AUTH_REQUEST: Final = Socks5State.AWAIT_AUTH_REQUEST
+_AWAIT_COMMAND: Final = Socks5State.AWAIT_COMMAND
+_GREETING_NO_AUTH: Final = Greeting(methods=(AuthMethod.NO_AUTH,))
+_GREETING_USERNAME_PASSWORD: Final = Greeting(methods=(AuthMethod.USERNAME_PASSWORD,))
+_GREETING_BOTH: Final = Greeting(methods=(AuthMethod.NO_AUTH, AuthMethod.USERNAME_PASSWORD))
+_PROTOCOL_NAMES: Final = {ProxyProtocol.SOCKS5: "SOCKS5", ProxyProtocol.SOCKS4: "SOCKS4", ProxyProtocol.HTTP: "HTTP"}
+_SOCKS5_REPLIES: Final = frozenset({MethodSelection, UsernamePasswordReply, CommandReply})
+
+
+@functools.lru_cache(maxsize=64)
+def _credentials(username: bytes, password: bytes) -> UsernamePasswordRequest:
+    """The RFC 1929 request for these credentials (an immutable event: built once per pair)."""
+    return UsernamePasswordRequest(username=username, password=password)
 
 
 @final
@@ -159,22 +193,23 @@ class ClientHandshake:
         self._target = target
         self._command = command
         self._preemptive_auth = preemptive_auth
-        self._status = HandshakeStatus.IN_PROGRESS
+        self._status = _IN_PROGRESS
         self._bound: Address | None = None
         self._bind_peer: Address | None = None
         self._auth_sent = False
         self._out = b""
         self._conn: Socks5Connection | Socks4Connection | HttpConnectConnection
-        if proxy.protocol is ProxyProtocol.SOCKS5:
+        protocol = proxy.protocol
+        if protocol is _SOCKS5:
             self._conn = Socks5Connection(CLIENT, lenient_auth_version=lenient_auth_version, pipelining=pipelined)
             self._out = self._socks5_start(pipelined)
             return
-        if proxy.protocol is ProxyProtocol.SOCKS4:
+        if protocol is _SOCKS4:
             self._conn = Socks4Connection(CLIENT)
         else:
             self._conn = HttpConnectConnection(CLIENT)
         if target is None:
-            self._status = HandshakeStatus.READY  # the request is the first message
+            self._status = _READY  # the request is the first message
         else:
             self._out = self._first_request()
 
@@ -203,7 +238,7 @@ class ClientHandshake:
     @property
     def established(self) -> bool:
         """True once the tunnel or association is up."""
-        return self._status is HandshakeStatus.ESTABLISHED
+        return self._status is _ESTABLISHED
 
     @property
     def bound(self) -> Address | None:
@@ -226,7 +261,7 @@ class ClientHandshake:
             LocalProtocolError: the handshake is not ``READY``, or the request is
                 impossible through this proxy (as for the constructor).
         """
-        if self._status is not HandshakeStatus.READY:
+        if self._status is not _READY:
             raise LocalProtocolError(
                 f"request() needs a prepared handshake in status READY, not {self._status.name}"
             )
@@ -238,7 +273,7 @@ class ClientHandshake:
             self._target, self._command = None, Command.CONNECT
             raise
         self._out += out
-        self._status = HandshakeStatus.IN_PROGRESS
+        self._status = _IN_PROGRESS
 
     def data_to_send(self) -> bytes:
         """The octets to write to the proxy now (possibly none); drains the buffer."""
@@ -252,9 +287,9 @@ class ClientHandshake:
         Never 0 while the handshake is in progress (at least 1), so it can be
         passed to ``recv()`` directly; 0 once established.
         """
-        if self.established:
+        if self._status is _ESTABLISHED:
             return 0
-        return max(1, self._conn.read_size_hint)
+        return self._conn.read_size_hint or 1
 
     @property
     def trailing_data(self) -> tuple[bytes, bool]:
@@ -273,7 +308,8 @@ class ClientHandshake:
         In status ``READY`` the proxy must be silent: any octet is a
         ``ProxyProtocolError``, and ``b""`` a ``ProxyConnectionError``.
         """
-        if self._status is HandshakeStatus.READY:
+        status = self._status
+        if status is _READY:
             if data:
                 raise ProxyProtocolError(
                     f"the {self._name} proxy sent {len(data)} octets on a prepared connection, before our request",
@@ -283,48 +319,52 @@ class ClientHandshake:
                 f"the {self._name} proxy closed the prepared connection before our request",
                 proxy=self._proxy.redacted(),
             )
-        self._conn.receive_data(data)
-        while self._status is HandshakeStatus.IN_PROGRESS or self._status is HandshakeStatus.BIND_LISTENING:
+        conn = self._conn
+        conn.receive_data(data)
+        buffer = conn._buffer  # read only: is anything left to parse?
+        while status is _IN_PROGRESS or status is _BIND_LISTENING:
             try:
-                event = self._conn.next_event()
+                event = conn.next_event()
             except RemoteProtocolError as exc:
                 raise ProxyProtocolError(
                     f"the {self._name} proxy broke the protocol: {exc.message}", proxy=self._proxy.redacted()
                 ) from exc
             if event is NEED_DATA or event is PAUSED:
                 return
-            if isinstance(event, ConnectionClosed):
+            kind = type(event)
+            if kind in _SOCKS5_REPLIES:
+                self._socks5_react(event)
+            elif kind is ConnectionClosed:
                 raise ProxyConnectionError(
                     f"the {self._name} proxy closed the connection during the handshake",
                     proxy=self._proxy.redacted(),
                 )
-            if isinstance(event, ConnectResponse):
-                self._http_react(event)
-            elif isinstance(event, Socks4Reply):
-                self._socks4_react(event)
+            elif kind is ConnectResponse:
+                self._http_react(event)  # type: ignore[arg-type]
+            elif kind is Socks4Reply:
+                self._socks4_react(event)  # type: ignore[arg-type]
             else:
                 self._socks5_react(event)
+            if not buffer.data and not buffer.eof:
+                return  # nothing left to parse: next_event() could only say NEED_DATA or PAUSED
+            status = self._status
 
     # -- SOCKS5 -------------------------------------------------------------------------
 
     @property
     def _name(self) -> str:
-        return {ProxyProtocol.SOCKS5: "SOCKS5", ProxyProtocol.SOCKS4: "SOCKS4", ProxyProtocol.HTTP: "HTTP"}[
-            self._proxy.protocol
-        ]
+        return _PROTOCOL_NAMES[self._proxy.protocol]
 
     def _socks5_start(self, pipelined: bool) -> bytes:
         conn = self._conn
         assert isinstance(conn, Socks5Connection)
         credentials = self._proxy.username is not None
         if pipelined:
-            method = AuthMethod.USERNAME_PASSWORD if credentials else AuthMethod.NO_AUTH
-            out = conn.send(Greeting(methods=(method,)))
+            out = conn.send(_GREETING_USERNAME_PASSWORD if credentials else _GREETING_NO_AUTH)
             if credentials:
                 out += conn.send(self._credentials())
             return out + self._socks5_request()
-        methods = (AuthMethod.NO_AUTH, AuthMethod.USERNAME_PASSWORD) if credentials else (AuthMethod.NO_AUTH,)
-        return conn.send(Greeting(methods=methods))
+        return conn.send(_GREETING_BOTH if credentials else _GREETING_NO_AUTH)
 
     def _socks5_request(self) -> bytes:
         conn = self._conn
@@ -335,36 +375,41 @@ class ClientHandshake:
     def _socks5_after_auth(self) -> None:
         """Method and credentials settled: send the request, or stop here when prepared."""
         if self._target is None:
-            self._status = HandshakeStatus.READY
+            self._status = _READY
         else:
             self._out += self._socks5_request()
 
     def _credentials(self) -> UsernamePasswordRequest:
-        return UsernamePasswordRequest(username=self._proxy.username or b"", password=self._proxy.password or b"")
+        return _credentials(self._proxy.username or b"", self._proxy.password or b"")
 
     def _socks5_react(self, event: object) -> None:
         conn = self._conn
         assert isinstance(conn, Socks5Connection)
-        if isinstance(event, MethodSelection):
-            if event.method == AuthMethod.NO_ACCEPTABLE:
+        kind = type(event)
+        if kind is MethodSelection:
+            assert isinstance(event, MethodSelection)
+            if event.method == _NO_ACCEPTABLE:
                 wanted = "credentials" if self._proxy.username is None else "a method we did not offer"
                 raise ProxyAuthError(
                     f"the SOCKS5 proxy accepts none of the offered methods (it probably wants {wanted})",
                     protocol="socks5", code=AuthMethod.NO_ACCEPTABLE, proxy=self._proxy.redacted(),
                 )
-            if conn.state is Socks5State.AWAIT_AUTH_REQUEST:
+            state = conn.state
+            if state is _AWAIT_AUTH_REQUEST:
                 self._out += conn.send(self._credentials())
-            elif conn.state is Socks5State.AWAIT_COMMAND:
+            elif state is _AWAIT_COMMAND:
                 self._socks5_after_auth()
-        elif isinstance(event, UsernamePasswordReply):
+        elif kind is UsernamePasswordReply:
+            assert isinstance(event, UsernamePasswordReply)
             if not event.success:
                 raise ProxyAuthError(
                     "the SOCKS5 proxy rejected the username and password",
                     protocol="socks5", code=1, proxy=self._proxy.redacted(),
                 )
-            if conn.state is Socks5State.AWAIT_COMMAND:
+            if conn.state is _AWAIT_COMMAND:
                 self._socks5_after_auth()
-        elif isinstance(event, CommandReply):
+        elif kind is CommandReply:
+            assert isinstance(event, CommandReply)
             if not event.succeeded:
                 raise ProxyRefusedError(
                     f"the SOCKS5 proxy refused {self._command.name} {self._target}: {describe_failed_reply(event)}",
@@ -373,11 +418,11 @@ class ClientHandshake:
             self._record(event.bound, conn.state in _SOCKS5_ENDS)
 
     def _record(self, bound: Address, done: bool) -> None:
-        if self._status is HandshakeStatus.BIND_LISTENING:
+        if self._status is _BIND_LISTENING:
             self._bind_peer = bound
         else:
             self._bound = bound
-        self._status = HandshakeStatus.ESTABLISHED if done else HandshakeStatus.BIND_LISTENING
+        self._status = _ESTABLISHED if done else _BIND_LISTENING
 
     # -- SOCKS4 and HTTP: the request is the first message -------------------------------
 
@@ -413,7 +458,7 @@ class ClientHandshake:
         if event.is_interim:
             return  # 1xx: the final response is still to come
         if event.succeeded:
-            self._status = HandshakeStatus.ESTABLISHED
+            self._status = _ESTABLISHED
             return
         if event.status_code == 401 and self._auth_sent:
             # Some proxies (tinyproxy) answer wrong proxy credentials with 401, not 407.

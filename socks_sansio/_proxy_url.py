@@ -36,6 +36,7 @@ Choices where curl and the RFCs leave room:
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from types import MappingProxyType
 from typing import Final, final
@@ -225,6 +226,9 @@ class ProxyURL:
     password: bytes | None = attrs.field(default=None, converter=_optional_bytes, repr=False)
     remote_dns: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     tls: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    # redacted(), computed on first use: adapters name the proxy in logs, errors and
+    # reports on every connect. Not part of the value (no init, eq, hash or repr).
+    _redacted: str | None = attrs.field(default=None, init=False, eq=False, hash=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.username is None:
@@ -288,46 +292,7 @@ class ProxyURL:
         """
         if not isinstance(text, str):
             raise TypeError(f"a proxy URL must be str, not {type(text).__name__}")
-        text = text.strip(" \t\r\n")
-        scheme_text, sep, rest = text.partition("://")
-        if not sep:
-            raise LocalProtocolError(f"a proxy URL must start with a scheme: one of {_KNOWN}")
-        if not scheme_text or scheme_text[0] not in _ALPHA or not _SCHEME_CHARS.issuperset(scheme_text):
-            raise LocalProtocolError(f"a proxy URL must start with a scheme: one of {_KNOWN}")
-        scheme = _SCHEMES.get(scheme_text.lower())
-        if scheme is None:
-            raise LocalProtocolError(f"unknown proxy scheme {scheme_text!r}: expected one of {_KNOWN}")
-
-        end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-        authority, tail = rest[:end], rest[end:]
-        if "@" in tail:
-            raise LocalProtocolError(
-                "the proxy URL has '@' after a '/', '?' or '#': if the username or password holds "
-                "one of those characters, percent-encode it (%2F, %3F, %23, %40)"
-            )
-        if tail not in ("", "/"):
-            raise LocalProtocolError(
-                f"a proxy URL has no path, query or fragment (a trailing '/' is allowed), got {tail!r}"
-            )
-
-        userinfo, at, hostport = authority.rpartition("@")
-        username = password = None
-        if at and userinfo:
-            user_text, colon, password_text = userinfo.partition(":")
-            username = _percent_decode(user_text, "username")
-            password = _percent_decode(password_text, "password") if colon else b""
-
-        host_text, port_text = _split_host_port(hostport)
-        host = _parse_host(host_text)
-        port = _parse_port(port_text, scheme.default_port)
-        return cls(
-            protocol=scheme.protocol,
-            address=Address(host, port),
-            username=username,
-            password=password,
-            remote_dns=scheme.remote_dns,
-            tls=scheme.tls,
-        )
+        return _parse_cached(text)
 
     def to_url(self, *, include_password: bool = False) -> str:
         """The URL text, with the port always written.
@@ -352,7 +317,61 @@ class ProxyURL:
 
     def redacted(self) -> str:
         """The URL with the password written as ``***``: safe for logs. Same as ``str()``."""
-        return self.to_url()
+        text = self._redacted
+        if text is None:
+            text = self.to_url()
+            object.__setattr__(self, "_redacted", text)
+        return text
 
     def __str__(self) -> str:
-        return self.to_url()
+        return self.redacted()
+
+
+def _parse(text: str) -> ProxyURL:
+    """:meth:`ProxyURL.parse` for a ``str``, uncached."""
+    text = text.strip(" \t\r\n")
+    scheme_text, sep, rest = text.partition("://")
+    if not sep:
+        raise LocalProtocolError(f"a proxy URL must start with a scheme: one of {_KNOWN}")
+    if not scheme_text or scheme_text[0] not in _ALPHA or not _SCHEME_CHARS.issuperset(scheme_text):
+        raise LocalProtocolError(f"a proxy URL must start with a scheme: one of {_KNOWN}")
+    scheme = _SCHEMES.get(scheme_text.lower())
+    if scheme is None:
+        raise LocalProtocolError(f"unknown proxy scheme {scheme_text!r}: expected one of {_KNOWN}")
+
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in tail:
+        raise LocalProtocolError(
+            "the proxy URL has '@' after a '/', '?' or '#': if the username or password holds "
+            "one of those characters, percent-encode it (%2F, %3F, %23, %40)"
+        )
+    if tail not in ("", "/"):
+        raise LocalProtocolError(
+            f"a proxy URL has no path, query or fragment (a trailing '/' is allowed), got {tail!r}"
+        )
+
+    userinfo, at, hostport = authority.rpartition("@")
+    username = password = None
+    if at and userinfo:
+        user_text, colon, password_text = userinfo.partition(":")
+        username = _percent_decode(user_text, "username")
+        password = _percent_decode(password_text, "password") if colon else b""
+
+    host_text, port_text = _split_host_port(hostport)
+    host = _parse_host(host_text)
+    port = _parse_port(port_text, scheme.default_port)
+    return ProxyURL(
+        protocol=scheme.protocol,
+        address=Address(host, port),
+        username=username,
+        password=password,
+        remote_dns=scheme.remote_dns,
+        tls=scheme.tls,
+    )
+
+
+# Parsing is pure and a ProxyURL is immutable, so the same text always gives an
+# equal value: adapters parse the proxy= string on every call, so remember the
+# last few (errors are not cached: they are raised again each time).
+_parse_cached: Final = functools.lru_cache(maxsize=256)(_parse)
