@@ -80,6 +80,9 @@ class ServerConfig:
     ``rate_limits`` caps new tunnels and bytes a second per user and per client
     address. ``metrics_listen`` serves Prometheus metrics over HTTP there (needs
     the ``metrics`` extra; loopback only unless ``allow_remote_metrics``).
+    ``splice`` lets the asyncio server relay plain-TCP CONNECT tunnels with
+    Linux ``splice()`` (zero-copy) when no byte rate limit is set; False keeps
+    every tunnel on the copying relay.
 
     Raises:
         ValueError: listening beyond loopback with no authentication and without
@@ -115,6 +118,7 @@ class ServerConfig:
     rate_limits: RateLimitConfig = attrs.field(factory=RateLimitConfig)
     metrics_listen: tuple[str, int] | None = None
     allow_remote_metrics: bool = False
+    splice: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not self.listen and not self.tls_listen:

@@ -21,8 +21,10 @@ enlarge them. The pool enlarges each pipe with ``F_SETPIPE_SZ`` when the kernel
 allows it (up to ``/proc/sys/fs/pipe-max-size``, 1 MiB by default; 1 MiB
 measured best: 1.6x the throughput of the 64 KiB default at half the CPU per
 byte; 4 MiB was slower), and keeps a bounded number of empty pipes for reuse.
-A server shares one pool between its tunnels and closes it when it stops;
-without one, each relay opens a pipe when it needs one and closes it once empty.
+A server shares one pool between its tunnels and closes it when it stops; the
+pool also closes its idle pipes whenever the last relay using it closes, so a
+server without tunnels holds no pipe. Without a pool, each relay opens a pipe
+when it needs one and closes it once empty.
 
 What the relay keeps from the copying relay (``_RelaySide``): an EOF on one side
 is passed through as ``shutdown(SHUT_WR)`` on the other, after every byte still
@@ -96,6 +98,9 @@ class PipePool:
     """Empty non-blocking pipes for :class:`SpliceRelay` to borrow while bytes are in flight.
 
     Not thread-safe: share one pool between the relays of one event loop.
+    The pipes kept for reuse serve the relays alive: when the last relay using
+    the pool closes (:attr:`users` drops to 0), so do the idle pipes, so a
+    server without tunnels holds no pipe. The pool stays usable after that.
 
     Args:
         size: The capacity to ask ``F_SETPIPE_SZ`` for; the kernel may give less.
@@ -105,6 +110,17 @@ class PipePool:
     def __init__(self, size: int = DEFAULT_PIPE_SIZE, keep: int = 16) -> None:
         self.size, self.keep = size, keep
         self.idle: list[tuple[int, int, int]] = []  # (read end, write end, capacity), all empty
+        self.users = 0  # relays alive that borrow from this pool (SpliceRelay counts itself in and out)
+
+    def attach(self) -> None:
+        """Count one more user (a relay) of the pool."""
+        self.users += 1
+
+    def detach(self) -> None:
+        """Count one user less; the last one out closes the idle pipes."""
+        self.users = max(0, self.users - 1)
+        if not self.users:
+            self.close()
 
     def take(self) -> tuple[int, int, int]:
         """An empty pipe as ``(read_fd, write_fd, capacity)``; a new one if none is idle.
@@ -216,15 +232,23 @@ class SpliceRelay:
         self._loop, self._counts, self._last, self._done, self._throttle = loop, counts, last, done, throttle
         self._pipes = PipePool(keep=0) if pipes is None else pipes
         self._socks: dict[int, socket.socket] = {}  # the dups by descriptor (socket objects, for shutdown)
+        self._attached = False
         try:
             client = self._dup(client_sock)
             target = self._dup(target_sock)
         except BaseException:
             self._close_fds()
             raise
+        self._pipes.attach()
+        self._attached = True
         self._dirs = (_Direction(0, client, target), _Direction(1, target, client))
         self._started = self._stopped = False
         done.add_done_callback(lambda _: self.close())
+
+    @staticmethod
+    def supported() -> bool:
+        """Whether this platform can splice at all (Linux with ``os.splice``): no socket needed to ask."""
+        return _SUPPORTED
 
     @staticmethod
     def available(sock: object) -> bool:
@@ -253,7 +277,9 @@ class SpliceRelay:
             return None
         return sock  # type: ignore[no-any-return]
 
-    def start(self, early_up: bytes = b"", early_down: bytes = b"", client_eof: bool = False) -> None:
+    def start(
+        self, early_up: bytes = b"", early_down: bytes = b"", client_eof: bool = False, target_eof: bool = False
+    ) -> None:
         """Write the early bytes, then relay until ``done``.
 
         Args:
@@ -262,6 +288,8 @@ class SpliceRelay:
             early_down: The same from the target, for the client.
             client_eof: The client already sent EOF: after ``early_up`` the
                 target's write half is shut down and the client is not read.
+            target_eof: The target already sent EOF: likewise, after
+                ``early_down`` the client's write half is shut down.
 
         Raises:
             RuntimeError: Called twice, or after :meth:`close`.
@@ -271,7 +299,7 @@ class SpliceRelay:
         self._started = True
         up, down = self._dirs
         up.pending, down.pending = memoryview(early_up).cast("B"), memoryview(early_down).cast("B")
-        up.eof = client_eof
+        up.eof, down.eof = client_eof, target_eof
         for direction in self._dirs:
             self._flush(direction)
 
@@ -305,6 +333,9 @@ class SpliceRelay:
             self._give_back(direction)
         while self._socks:
             self._socks.popitem()[1].close()
+        if self._attached:
+            self._attached = False
+            self._pipes.detach()
 
     def _set_io(self, d: _Direction, *, read: bool, write: bool) -> None:
         if read != d.reading:

@@ -27,6 +27,15 @@ tunnel holds two transports, two small protocol objects, its :class:`_Client`
 record and that timer: the handshake, its buffers and any task are released
 when the relay starts.
 
+On Linux a CONNECT tunnel between two plain TCP sockets is relayed with
+``splice()`` instead (:class:`~socks_sansio.adapters._splice.SpliceRelay`,
+through pipes from one :class:`~socks_sansio.adapters._splice.PipePool` per
+server): both transports stop reading, the early bytes and EOFs go to the
+relay, and the bytes never enter user space. It keeps the same counts,
+half-close, idle time-out and single close (:class:`_SplicedTunnel`). TLS on
+either end, ``splice=False`` (``--no-splice``) and byte rate limits (they are
+charged in :class:`_RelaySide`) keep the copying relay.
+
 With ``upstreams`` configured, a CONNECT whose target matches a rule naming
 a proxy chain is dialled through that chain with this package's asyncio
 client (:func:`socks_sansio.adapters.asyncio.open_connection`); the stream's
@@ -47,6 +56,20 @@ Three places are meant as hooks: :meth:`_Client._negotiated` (the handshake
 finished), :meth:`_Client._finish` (a connection ends, with its outcome,
 protocol and byte counts) and :meth:`_RelaySide.buffer_updated` (a relay
 direction received bytes).
+
+Rate limits and metrics use them. Each server holds one
+:class:`~socks_sansio._ratelimit.RateLimits` and one metrics object (a
+Prometheus endpoint on ``metrics_listen``, bound by :meth:`ProxyServer.start`
+and closed by :meth:`ProxyServer.aclose`). Once a request is read,
+:meth:`_Client._negotiated` observes the handshake time and asks the limiter
+to admit one more tunnel for the user who logged in and the client address;
+when it may not, the request is refused with ``Failure.RATE_LIMITED`` (SOCKS5
+REP 2, SOCKS4 91, HTTP 429 with ``Retry-After``). Byte limits live in the
+copying relay: after forwarding a chunk, a :class:`_RelaySide` charges it to
+the limiter and, if told to pause, stops reading its own transport for that
+long (a timer, never a blocking wait; other tunnels go on). A side reads again
+only when neither that pause nor the other side's full write buffer holds it,
+and a pause counts as activity for the idle time-out.
 """
 
 from __future__ import annotations
@@ -55,6 +78,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import socket
 import ssl
 import time
@@ -81,7 +105,9 @@ from socks_sansio import (
 )
 
 from . import asyncio as client
+from ._metrics import Metrics, NullMetrics
 from ._server_common import ServerConfig, ServerStats, failure_for, format_tunnel, server_logger, upstream_failure
+from ._splice import PipePool, SpliceRelay
 
 __all__ = ["ProxyServer", "serve"]
 
@@ -103,12 +129,20 @@ class ProxyServer:
     """A running (or ready to run) proxy server.
 
     Use ``async with ProxyServer(config) as server:`` (or :meth:`start` and
-    :meth:`aclose`); :attr:`addresses` are the bound addresses (useful with port 0).
+    :meth:`aclose`); :attr:`addresses` are the bound addresses (useful with port 0),
+    :attr:`metrics_address` the metrics endpoint's. :attr:`limiter` holds the
+    rate limits' buckets and :attr:`metrics` the Prometheus metrics (a
+    :class:`NullMetrics` until :meth:`start`, and when ``metrics_listen`` is unset).
     """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.stats = ServerStats()
+        self.limiter = config.rate_limiter()
+        self.metrics: Metrics = NullMetrics()
+        # Whether relays charge bytes to the limiter (no byte limit: they never ask).
+        limits = config.rate_limits
+        self.byte_limits = limits.bytes_per_user is not None or limits.bytes_per_client is not None
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
         self._clients: set[_Client] = set()
@@ -119,6 +153,10 @@ class ProxyServer:
         # One receive buffer for every connection of this server (idle tunnels hold none). Per server,
         # not per process: servers running on event loops in different threads must not share it.
         self._relay_buffer = [memoryview(bytearray(config.buffer_size))]
+        # The splice relay's pipes (None: every tunnel copies). Byte rate limits are charged by the copying relay.
+        self._pipes = PipePool() if config.splice and SpliceRelay.supported() and not self.byte_limits else None
+        self.spliced = 0
+        """How many tunnels were relayed with splice() (the others copied)."""
 
     async def __aenter__(self) -> ProxyServer:
         await self.start()
@@ -127,26 +165,51 @@ class ProxyServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where the metrics endpoint listens (``None``: no ``metrics_listen``, or not started)."""
+        return self.metrics.address
+
     async def start(self) -> None:
-        """Bind every listen address (plain ones first, then TLS ones) and start accepting."""
+        """Bind every listen address (plain ones first, then TLS ones) and the metrics endpoint; start accepting.
+
+        Raises:
+            OSError: an address could not be bound (nothing stays bound).
+        """
         loop = self._loop = asyncio.get_running_loop()
         tls = self.config.server_ssl_context() if self.config.tls_listen else None
         self._upstream_ssl = self.config.upstream_ssl_context() if self.config.upstreams else None
+        self.metrics = self.config.metrics()
         plain = [(host, port, None) for host, port in self.config.listen]
-        for host, port, context in [*plain, *((h, p, tls) for h, p in self.config.tls_listen)]:
-            server = await loop.create_server(
-                lambda: _Client(self),
-                host=host,
-                port=port,
-                backlog=self.config.backlog,
-                reuse_port=self.config.reuse_port or None,
-                ssl=context,
-                ssl_handshake_timeout=self.config.negotiation_timeout if context else None,
-            )
-            self._servers.append(server)
-            for sock in server.sockets:
-                self.addresses.append(sock.getsockname()[:2])
+        try:
+            for host, port, context in [*plain, *((h, p, tls) for h, p in self.config.tls_listen)]:
+                server = await loop.create_server(
+                    lambda: _Client(self),
+                    host=host,
+                    port=port,
+                    backlog=self.config.backlog,
+                    reuse_port=self.config.reuse_port or None,
+                    ssl=context,
+                    ssl_handshake_timeout=self.config.negotiation_timeout if context else None,
+                )
+                self._servers.append(server)
+                for sock in server.sockets:
+                    self.addresses.append(sock.getsockname()[:2])
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            await asyncio.to_thread(self.metrics.close)
+            raise
         server_logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
+        if self.metrics.address is not None:
+            host, port = self.metrics.address
+            server_logger.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        server_logger.info(
+            "relay: %s",
+            "splice() for plain-TCP CONNECT tunnels, copying for the rest"
+            if self._pipes is not None
+            else "copying (splice off: --no-splice, a byte rate limit, or not Linux)",
+        )
         if self.config.stats_interval > 0:
             self._stats_task = loop.create_task(self._log_stats())
 
@@ -164,6 +227,9 @@ class ProxyServer:
         if self._stats_task is not None:
             self._stats_task.cancel()
             await asyncio.gather(self._stats_task, return_exceptions=True)
+        await asyncio.to_thread(self.metrics.close)  # joins the endpoint's thread: not on the event loop
+        if self._pipes is not None:
+            self._pipes.close()  # every relay is closed by now: their pipes came back
         server_logger.info("stopped; %s", self.stats.line())
 
     async def serve_forever(self) -> None:
@@ -235,6 +301,7 @@ class _Client(asyncio.BufferedProtocol):
         "keep",
         "last",
         "loop",
+        "opened",
         "peer",
         "phase",
         "request",
@@ -245,6 +312,7 @@ class _Client(asyncio.BufferedProtocol):
         "transport",
         "up",
         "upstream",
+        "user",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -266,6 +334,8 @@ class _Client(asyncio.BufferedProtocol):
         self.expired = False
         self.closer: Callable[[], None] | None = None  # BIND's listener, UDP's socket
         self.keep: object = None  # an upstream StreamWriter: dropping it would close its transport
+        self.user: bytes | None = None  # whom the rate limits count this connection against
+        self.opened = False  # counted as an active tunnel in the metrics (until _finish)
 
     # -- the client transport's protocol, until the relay starts --------------------------
 
@@ -374,21 +444,40 @@ class _Client(asyncio.BufferedProtocol):
         assert handshake is not None
         handshake.accept_credentials(ok)
         self.transport.write(handshake.data_to_send())
+        if not ok:
+            self.server.metrics.auth_failed()
         if handshake.must_close:
             self._finish("authentication failed")
             return False
         return True
 
-    def _negotiated(self) -> None:
-        """The handshake is done (the request is known): the negotiation deadline no longer applies."""
+    def _negotiated(self) -> bool:
+        """The handshake is done (the request is known): the negotiation deadline no longer applies.
+
+        Observes the handshake's duration and asks the limiter to admit one more
+        tunnel; returns False when it refused (the refusal is sent, the connection ends).
+        """
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        server, handshake, client_ip = self.server, self.handshake, self.client_ip
+        assert handshake is not None
+        assert client_ip is not None
+        now = _now()
+        server.metrics.handshake_done(now - self.started)
+        self.user = server.config.rate_limited_user(handshake)
+        wait = server.limiter.admit_tunnel(self.user, client_ip, now)
+        if wait is None:
+            return True
+        server.metrics.rate_limited("tunnels")
+        self._refuse(Failure.RATE_LIMITED, "rate limited", retry_after=math.ceil(wait))
+        return False
 
     def _requested(self, request: TunnelRequested) -> None:
         self.request = request
-        self._negotiated()
         self.phase = _REQUESTED  # the client's next bytes are kept for the relay (see buffer_updated)
+        if not self._negotiated():
+            return
         server, client_ip, target = self.server, self.client_ip, request.target
         assert client_ip is not None
         config = server.config
@@ -428,11 +517,30 @@ class _Client(asyncio.BufferedProtocol):
             handshake.accept(Address(address[0], address[1]))
         self.transport.write(handshake.data_to_send())
 
-    def _refuse(self, failure: Failure, outcome: str) -> None:
+    def _refuse(self, failure: Failure, outcome: str, *, retry_after: float | None = None) -> None:
+        """Send the refusal for *failure* and end the connection with *outcome* ("denied: ..." counts as denied)."""
         assert self.handshake is not None
-        self.handshake.reject(failure)
+        self.handshake.reject(failure, retry_after=retry_after)
         self.transport.write(self.handshake.data_to_send())
+        if outcome.startswith("denied:"):  # an access rule refused it
+            self.server.metrics.denied()
         self._finish(outcome)
+
+    def _opened(self, pending: _Pending | None = None) -> None:
+        """The tunnel (or UDP association) is up: one more active in the metrics until :meth:`_finish`.
+
+        With byte limits, the bytes the relay delivers first (the client's after its
+        request, *pending*'s from the other end) are charged now: their debt slows the first reads.
+        """
+        server, request, handshake = self.server, self.request, self.handshake
+        assert request is not None
+        self.opened = True
+        server.metrics.tunnel_opened(request.protocol)
+        if server.byte_limits and handshake is not None and pending is not None:
+            assert self.client_ip is not None
+            early = len(handshake.trailing_data[0]) + len(self.early) + len(pending.data)
+            if early:
+                server.limiter.take_bytes(self.user, self.client_ip, early, _now())
 
     # -- slow steps (each in a task of its own) -----------------------------------------
 
@@ -496,6 +604,7 @@ class _Client(asyncio.BufferedProtocol):
                 error = TimeoutError("connect_timeout")
                 break
             self._reply(transport.get_extra_info("sockname"))
+            self._opened(pending)
             self._start_relay(transport, pending)
             return
         failure = failure_for(error)
@@ -539,6 +648,7 @@ class _Client(asyncio.BufferedProtocol):
         pending.eof = reader.at_eof()
         pending.lost = writer.transport.is_closing()
         pending.error = reader.exception()
+        self._opened(pending)
         self._start_relay(writer.transport, pending)
 
     async def _bind(self) -> None:
@@ -571,6 +681,7 @@ class _Client(asyncio.BufferedProtocol):
             self.closer()  # BIND accepts exactly one connection
             self.closer = None
         self._reply(peer.transport.get_extra_info("peername"), bind_peer=True)
+        self._opened(peer)
         self._start_relay(peer.transport, peer)
 
     async def _udp_associate(self, declared_port: int) -> None:
@@ -592,6 +703,7 @@ class _Client(asyncio.BufferedProtocol):
         self.handshake = None
         self.early = b""  # a control connection's bytes mean nothing
         self.phase = _UDP
+        self._opened()
         if self.client_eof:
             self._finish("ok")
 
@@ -600,8 +712,9 @@ class _Client(asyncio.BufferedProtocol):
     def _start_relay(self, upstream: Any, pending: _Pending) -> None:
         """Hand both transports to relay protocols; deliver what either side sent before (and EOFs).
 
-        This is the one place the relay starts (a relay of another kind, such as
-        splice for plain TCP, would replace it). The handshake is released here.
+        This is the one place the relay starts: with splice() when
+        :meth:`_splice` can (plain TCP both ways), else with the copying
+        :class:`_RelaySide` protocols. The handshake is released here.
         """
         handshake = self.handshake
         assert handshake is not None
@@ -611,6 +724,8 @@ class _Client(asyncio.BufferedProtocol):
         self.early = b""
         self.upstream = upstream
         self.phase = _RELAY
+        if self._splice(upstream, pending, early, eof or self.client_eof):
+            return
         shared, limit = self.server._relay_buffer, 4 * self.server.config.buffer_size
         client_side = _RelaySide(self.transport, self, True, shared)
         upstream_side = _RelaySide(upstream, self, False, shared)
@@ -637,6 +752,42 @@ class _Client(asyncio.BufferedProtocol):
             upstream_side.eof_received()
         elif self.phase == _RELAY:
             upstream.resume_reading()
+
+    def _splice(self, upstream: Any, pending: _Pending, early: bytes, client_eof: bool) -> bool:
+        """Start a :class:`SpliceRelay` for this tunnel if it can take one; False: copy instead.
+
+        It can when the server has a pipe pool (splice allowed, no byte rate
+        limits, Linux), the tunnel is a CONNECT whose target is still
+        connected, and both transports are plain TCP with empty write buffers
+        (:meth:`SpliceRelay.socket_of`). Both then stop reading for good; the
+        early bytes (*early* from the client, ``pending.data`` from the target)
+        and the EOFs already seen are the relay's to deliver first.
+        """
+        pipes = self.server._pipes
+        request = self.request
+        if pipes is None or pending.lost or request is None or request.command is not Command.CONNECT:
+            return False
+        client_sock, target_sock = SpliceRelay.socket_of(self.transport), SpliceRelay.socket_of(upstream)
+        if client_sock is None or target_sock is None:
+            return False
+        tunnel = _SplicedTunnel(self)
+        try:
+            tunnel.relay = SpliceRelay(
+                self.loop, client_sock, target_sock, counts=tunnel.counts, last=tunnel.last, done=tunnel.done,
+                throttle=tunnel.delivered, pipes=pipes,
+            )
+        except OSError:  # no descriptors left for its dups (EMFILE): the copying relay needs none
+            tunnel.done.cancel()
+            return False
+        self.transport.pause_reading()  # for good: the relay reads the sockets from now on
+        upstream.pause_reading()
+        self.closer = tunnel.close  # _finish closes the relay before the transports
+        self.server.spliced += 1
+        self.last = _now()
+        self._arm(self.server.config.idle_timeout, self._idle_check)
+        early_down, pending.data = bytes(pending.data), bytearray()
+        tunnel.relay.start(early, early_down, client_eof=client_eof, target_eof=pending.eof)
+        return True
 
     def _idle_check(self) -> None:
         self.timer = None
@@ -676,12 +827,17 @@ class _Client(asyncio.BufferedProtocol):
             stats.failures[outcome.split(":", 1)[0]] += 1
         stats.bytes_up += self.up
         stats.bytes_down += self.down
+        protocol = request.protocol if request else handshake.protocol if handshake else None
+        if self.opened:
+            self.opened = False
+            server.metrics.tunnel_closed(protocol)
+        server.metrics.connection_closed(protocol, outcome, up=self.up, down=self.down)
         if server_logger.isEnabledFor(logging.INFO):
             server_logger.info(
                 format_tunnel(
                     client=f"{self.peer[0]}:{self.peer[1]}",
                     user=request.username if request else handshake.username if handshake else None,
-                    protocol=request.protocol if request else handshake.protocol if handshake else None,
+                    protocol=protocol,
                     command=request.command.name if request else "-",
                     target=request.target if request else None,
                     up=self.up,
@@ -691,6 +847,50 @@ class _Client(asyncio.BufferedProtocol):
                 )
             )
         server._left(self)
+
+
+class _SplicedTunnel:
+    """The splice relay of one tunnel, reporting to the tunnel's :class:`_Client` record.
+
+    Every delivery is counted into the record (``up``, ``down`` and ``last``,
+    which the log line and the idle time-out read), and the relay's end ends
+    the tunnel once: ``ok`` when both directions passed their EOF on, ``relay
+    error: ...`` on a socket error. The record's ``_finish`` calls
+    :meth:`close` (as its ``closer``) before it closes the transports, so the
+    relay's dups and pipes go first and each descriptor is closed once.
+    """
+
+    __slots__ = ("counts", "done", "last", "relay", "tunnel")
+
+    def __init__(self, tunnel: _Client) -> None:
+        self.tunnel = tunnel
+        self.counts = [0, 0]  # the relay's own counts (the record's up/down are the ones reported)
+        self.last = [0.0]
+        self.relay: SpliceRelay | None = None
+        self.done: asyncio.Future[None] = tunnel.loop.create_future()
+        self.done.add_done_callback(self._ended)
+
+    def delivered(self, direction: int, nbytes: int) -> float:
+        """The relay's per-delivery hook: count *nbytes* (direction 0: client -> target); never pauses."""
+        tunnel = self.tunnel
+        if direction:
+            tunnel.down += nbytes
+        else:
+            tunnel.up += nbytes
+        tunnel.last = _now()
+        return 0.0
+
+    def _ended(self, done: asyncio.Future[None]) -> None:
+        if done.cancelled():  # closed by the record: it is finishing already
+            return
+        error = done.exception()
+        self.tunnel._finish("ok" if error is None else f"relay error: {error.__class__.__name__}")
+
+    def close(self) -> None:
+        """Stop relaying and close the relay's descriptors (not the transports); idempotent."""
+        self.done.cancel()
+        if self.relay is not None:
+            self.relay.close()
 
 
 class _Pending(asyncio.Protocol):
@@ -740,9 +940,13 @@ class _BindPeer(_Pending):
 
 
 class _RelaySide(asyncio.BufferedProtocol):
-    """The protocol of one end of a tunnel: what it receives goes to the other end's transport."""
+    """The protocol of one end of a tunnel: what it receives goes to the other end's transport.
 
-    __slots__ = ("done", "peer", "shared", "tls", "transport", "tunnel", "upward")
+    Its transport reads while nothing holds it: not ``held`` (the other end's
+    write buffer is full) and not ``throttled`` (a byte rate limit's pause runs).
+    """
+
+    __slots__ = ("done", "held", "peer", "shared", "throttled", "tls", "transport", "tunnel", "upward")
 
     def __init__(self, transport: Any, tunnel: _Client, upward: bool, shared: list[memoryview]) -> None:
         self.transport = transport  # a selector socket transport, or a TLS one
@@ -751,13 +955,15 @@ class _RelaySide(asyncio.BufferedProtocol):
         self.shared = shared
         self.peer: _RelaySide = self
         self.done = False  # this direction ended (EOF received)
+        self.held = False  # the other end's write buffer is full
+        self.throttled: asyncio.TimerHandle | None = None  # a rate limit's pause: resumes reading when it fires
         self.tls = transport.get_extra_info("sslcontext") is not None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.shared[0]  # the server's one buffer: idle tunnels hold none
 
     def buffer_updated(self, nbytes: int) -> None:
-        """*nbytes* arrived on this end: write them to the other end (the place to count or throttle)."""
+        """*nbytes* arrived on this end: write them to the other end, count them, and charge the byte limits."""
         sink = self.peer.transport
         sink.write(self.shared[0][:nbytes])
         if sink.get_write_buffer_size():  # the transport may keep a reference to it: never reuse
@@ -767,7 +973,35 @@ class _RelaySide(asyncio.BufferedProtocol):
             tunnel.up += nbytes
         else:
             tunnel.down += nbytes
-        tunnel.last = _now()
+        now = tunnel.last = _now()
+        server = tunnel.server
+        if server.byte_limits:
+            assert tunnel.client_ip is not None
+            pause = server.limiter.take_bytes(tunnel.user, tunnel.client_ip, nbytes, now)
+            if pause > 0:
+                self._throttle(pause, now)
+
+    def _throttle(self, pause: float, now: float) -> None:
+        """Stop reading this end for *pause* seconds (a byte rate limit); the tunnel is not idle meanwhile."""
+        tunnel = self.tunnel
+        tunnel.server.metrics.rate_limited("bytes")
+        tunnel.last = max(tunnel.last, now + pause)  # the idle time-out counts from the end of the pause
+        if self.throttled is not None:
+            self.throttled.cancel()
+        self.throttled = tunnel.loop.call_later(pause, self._unthrottle)
+        with contextlib.suppress(RuntimeError):
+            self.transport.pause_reading()
+
+    def _unthrottle(self) -> None:
+        self.throttled = None
+        self._resume()
+
+    def _resume(self) -> None:
+        """Read again unless something still holds this end (or it is done)."""
+        if self.done or self.held or self.throttled is not None:
+            return
+        with contextlib.suppress(RuntimeError):
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         sink = self.peer.transport
@@ -783,16 +1017,19 @@ class _RelaySide(asyncio.BufferedProtocol):
         return not self.tls  # keep the other direction open; a TLS transport closes itself anyway
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.throttled is not None:
+            self.throttled.cancel()
+            self.throttled = None
         self.tunnel._finish("ok" if exc is None else f"relay error: {exc.__class__.__name__}")
 
     def pause_writing(self) -> None:  # our write buffer is full: stop reading the other side
+        self.peer.held = True
         with contextlib.suppress(RuntimeError):
             self.peer.transport.pause_reading()
 
-    def resume_writing(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            if not self.peer.done:
-                self.peer.transport.resume_reading()
+    def resume_writing(self) -> None:  # the other side reads again, unless a rate limit's pause holds it
+        self.peer.held = False
+        self.peer._resume()
 
 
 class _UdpRelay(asyncio.DatagramProtocol):

@@ -42,7 +42,7 @@ def _serve_parser(commands: Any) -> None:
                        help="forward tunnels through other proxies (repeatable; first match wins; no match: "
                        "direct): a proxy URL such as 'https://user:pass@remote:1443' routes everything, "
                        "'to=*.internal,10.0.0.0/8 port=443 via=direct' or 'to=... via=URL[,URL...]' (a chain) "
-                       "routes matching targets; names are matched as sent, not resolved (asyncio backend only)")
+                       "routes matching targets; names are matched as sent, not resolved")
     serve.add_argument("--upstream-cacert", metavar="FILE",
                        help="PEM file of CAs trusted for https:// upstreams (default: the system's)")
     serve.add_argument("--protocols", help="comma-separated subset of socks5,socks4,http (default: all)")
@@ -87,6 +87,10 @@ def _serve_parser(commands: Any) -> None:
     serve.add_argument("--backlog", type=int, help="listen backlog (default 1024)")
     serve.add_argument("--workers", type=int, help="processes sharing the port with SO_REUSEPORT (default 1)")
     serve.add_argument("--backend", choices=("asyncio", "trio"), help="I/O backend (default asyncio)")
+    serve.add_argument("--no-splice", dest="splice", action="store_false", default=None,
+                       help="relay every tunnel by copying through user space; by default the asyncio backend "
+                       "on Linux relays plain-TCP CONNECT tunnels with splice() (zero-copy) unless a "
+                       "--rate-bytes-* limit is set (TOML: splice = false)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
 
 
@@ -145,6 +149,9 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         except LocalProtocolError as exc:
             raise ValueError(f"--{key.replace('_', '-')}: {exc}") from None
 
+    splice = settings.get("splice", True)
+    if not isinstance(splice, bool):
+        raise ValueError(f"splice must be true or false, not {splice!r}")
     exempt = settings.get("rate_exempt") or []
     rate_limits = RateLimitConfig(
         tunnels_per_user=rate("rate_tunnels_per_user"),
@@ -173,6 +180,7 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         rate_limits=rate_limits,
         metrics_listen=listen_address(str(settings["metrics_listen"])) if settings.get("metrics_listen") else None,
         allow_remote_metrics=bool(settings.get("allow_remote_metrics")),
+        splice=splice,
         **optional,
     )
 

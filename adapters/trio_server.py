@@ -42,6 +42,18 @@ tunnel ends when both directions are done (or on error, or when idle for
 whole tunnel: every chunk already read is written out first, then the other
 direction stops reading. Errors are caught inside the tasks that raise them,
 so nothing leaves a nursery wrapped in an exception group.
+
+Rate limits and metrics, as on asyncio: one
+:class:`~socks_sansio._ratelimit.RateLimits` per server, and the Prometheus
+endpoint of ``metrics_listen`` bound by :meth:`TrioProxyServer.bind` and closed
+when :meth:`TrioProxyServer.serve` returns. Once a request is read, the
+handshake time is observed and the limiter asked to admit one more tunnel for
+the user who logged in and the client address; if it may not, the request is
+refused with ``Failure.RATE_LIMITED`` (SOCKS5 REP 2, SOCKS4 91, HTTP 429 with
+``Retry-After``). Byte limits throttle each copying direction on its own:
+after writing a chunk it charges the limiter and sleeps (``trio.sleep``, this
+direction's task only) for the pause it is told, before reading again; the
+pause pushes the idle deadline back.
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import math
 import signal
 import socket
 import ssl
@@ -79,6 +92,7 @@ from socks_sansio import (
 )
 
 from . import trio as trio_client
+from ._metrics import Metrics, NullMetrics
 from ._server_common import ServerConfig, ServerStats, failure_for, format_tunnel, server_logger, upstream_failure
 
 __all__ = ["TrioProxyServer", "run"]
@@ -145,11 +159,19 @@ class TrioProxyServer:
         stats: counters, readable while the server runs.
         addresses: the bound ``(host, port)`` pairs (useful with port 0): the
             plain ``listen`` addresses first, then the ``tls_listen`` ones.
+        limiter: the rate limits' buckets.
+        metrics: the Prometheus metrics (a :class:`NullMetrics` until :meth:`bind`,
+            and when ``metrics_listen`` is unset).
     """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.stats = ServerStats()
+        self.limiter = config.rate_limiter()
+        self.metrics: Metrics = NullMetrics()
+        limits = config.rate_limits
+        # Whether relays charge bytes to the limiter (no byte limit: they never ask).
+        self.byte_limits = limits.bytes_per_user is not None or limits.bytes_per_client is not None
         self.addresses: list[tuple[str, int]] = []
         # Each listener with the TLS context of its connections (None: plain).
         self._listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
@@ -162,11 +184,17 @@ class TrioProxyServer:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where the metrics endpoint listens (``None``: no ``metrics_listen``, or not bound yet)."""
+        return self.metrics.address
+
     async def bind(self) -> list[tuple[str, int]]:
         """Bind and listen on every configured address (done by :meth:`serve` when not done yet).
 
         The TLS contexts (the listeners' certificate, the CAs for ``https://``
         upstreams) are loaded first, so a bad file fails before anything is bound.
+        The metrics endpoint (``metrics_listen``) is bound last; :meth:`serve` closes it.
 
         Returns:
             the bound addresses, also kept in :attr:`addresses`.
@@ -187,6 +215,7 @@ class TrioProxyServer:
                 infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
                 for family, type_, proto, _name, sockaddr in dict.fromkeys(infos):
                     self._listeners.append((await self._listen(family, type_, proto, sockaddr), context))
+            self.metrics = self.config.metrics()
         except BaseException:
             self._close_listeners()
             self._listeners.clear()
@@ -228,6 +257,10 @@ class TrioProxyServer:
         try:
             await self.bind()
             server_logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
+            if self.metrics.address is not None:
+                host, port = self.metrics.address
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                server_logger.info("metrics on http://%s/metrics", where)
             async with trio.open_nursery() as clients:
                 if self.config.stats_interval > 0:
                     clients.start_soon(self._log_stats)
@@ -245,6 +278,8 @@ class TrioProxyServer:
                 clients.cancel_scope.cancel()
         finally:
             self._close_listeners()
+            with trio.CancelScope(shield=True):  # joins the endpoint's thread: not on the event loop
+                await trio.to_thread.run_sync(self.metrics.close)
             server_logger.info("stopped; %s", self.stats.line())
             self._stopped.set()
 
@@ -314,6 +349,7 @@ class TrioProxyServer:
                 raise _Refused("negotiation timeout")
             if request is None:
                 raise _Refused("closed during negotiation" if not handshake.must_close else "refused")
+            await self._admit(handshake, stream, client_ip, started)
             await self._serve_request(request, stream, connection, handshake, client_ip, counts)
             finished = True
         except _Refused as refused:
@@ -354,6 +390,7 @@ class TrioProxyServer:
             self.stats.failures[outcome.split(":", maxsplit=1)[0]] += 1
         self.stats.bytes_up += counts[0]
         self.stats.bytes_down += counts[1]
+        self.metrics.connection_closed(handshake.protocol, outcome, up=counts[0], down=counts[1])
         self.stats.active -= 1
         self._client_left.set()
         server_logger.info(
@@ -387,6 +424,8 @@ class TrioProxyServer:
                     self.config.check_credentials, event.username, event.password, limiter=_CREDENTIAL_CHECKS
                 )
                 handshake.accept_credentials(ok)
+                if not ok:
+                    self.metrics.auth_failed()
                 await stream.send_all(handshake.data_to_send())
                 if handshake.must_close:
                     raise _Refused("authentication failed")
@@ -414,17 +453,41 @@ class TrioProxyServer:
             except BaseException:
                 await trio.aclose_forcefully(upstream)
                 raise
-            await self._relay(stream, upstream, handshake, counts)
+            await self._relay(stream, upstream, handshake, counts, client_ip)
         elif request.command is Command.BIND:
             await self._bind(request, stream, connection, handshake, client_ip, counts)
         else:
             await self._udp_associate(request, stream, connection, handshake, client_ip, counts)
 
+    async def _admit(
+        self, handshake: ServerHandshake, stream: trio.abc.Stream, client_ip: IPAddress, started: float
+    ) -> None:
+        """The request is read: observe the handshake time; refuse (raise :class:`_Refused`) over the tunnel rate."""
+        now = trio.current_time()
+        self.metrics.handshake_done(now - started)
+        wait = self.limiter.admit_tunnel(self.config.rate_limited_user(handshake), client_ip, now)
+        if wait is not None:
+            self.metrics.rate_limited("tunnels")
+            raise await self._refuse(
+                handshake, stream, Failure.RATE_LIMITED, "rate limited", retry_after=math.ceil(wait)
+            )
+
     async def _refuse(
-        self, handshake: ServerHandshake, stream: trio.abc.Stream, failure: Failure, outcome: str
+        self,
+        handshake: ServerHandshake,
+        stream: trio.abc.Stream,
+        failure: Failure,
+        outcome: str,
+        *,
+        retry_after: float | None = None,
     ) -> _Refused:
-        """Queue and write the refusal for *failure*; returns the exception to raise."""
-        handshake.reject(failure)
+        """Queue and write the refusal for *failure*; returns the exception to raise.
+
+        An *outcome* starting with ``denied:`` (an access rule refused) is counted as a denial.
+        """
+        handshake.reject(failure, retry_after=retry_after)
+        if outcome.startswith("denied:"):
+            self.metrics.denied()
         await _write_quietly(stream, handshake.data_to_send())
         return _Refused(outcome)
 
@@ -533,20 +596,37 @@ class TrioProxyServer:
         upstream: trio.abc.Stream,
         handshake: ServerHandshake,
         counts: list[int],
+        client_ip: IPAddress,
         *,
         extra: bytes = b"",
     ) -> None:
-        """Relay until both directions ended, an error, or the idle time-out; always closes *upstream*."""
+        """Relay until both directions ended, an error, or the idle time-out; always closes *upstream*.
+
+        With byte rate limits each direction charges what it moved to the limiter
+        (for the user who logged in and *client_ip*) and pauses as told.
+        """
         early, eof = handshake.trailing_data
         early += extra  # BIND: what the client sent while we waited for the peer
         half_close = isinstance(client, trio.abc.HalfCloseableStream) and isinstance(
             upstream, trio.abc.HalfCloseableStream
         )
-        pump = _Pump(self.config.idle_timeout, self.config.buffer_size, counts, half_close=half_close)
+        throttle: Callable[[int], float] | None = None
+        if self.byte_limits:
+            user, limiter, metrics = self.config.rate_limited_user(handshake), self.limiter, self.metrics
+
+            def throttle(nbytes: int) -> float:
+                pause = limiter.take_bytes(user, client_ip, nbytes, trio.current_time())
+                if pause > 0:
+                    metrics.rate_limited("bytes")
+                return pause
+
+        config = self.config
+        pump = _Pump(config.idle_timeout, config.buffer_size, counts, half_close=half_close, throttle=throttle)
+        self.metrics.tunnel_opened(handshake.protocol)
         try:
             if early:
                 await upstream.send_all(early)
-                counts[0] += len(early)
+                pump.moved(0, len(early))
             if eof:
                 await pump.ended(upstream)
             with pump.idle:
@@ -555,6 +635,7 @@ class TrioProxyServer:
                     if not eof:
                         nursery.start_soon(pump.copy, client, upstream, 0)
         finally:
+            self.metrics.tunnel_closed(handshake.protocol)
             await trio.aclose_forcefully(upstream)
         if pump.errors:
             raise _Refused(f"relay error: {_error_name(pump.errors[0])}")
@@ -624,7 +705,7 @@ class TrioProxyServer:
         except BaseException:
             peer_stream.socket.close()
             raise
-        await self._relay(stream, peer_stream, handshake, counts, extra=bytes(early))
+        await self._relay(stream, peer_stream, handshake, counts, client_ip, extra=bytes(early))
 
     # -- UDP ASSOCIATE --------------------------------------------------------------------
 
@@ -648,15 +729,19 @@ class TrioProxyServer:
             bound = udp.getsockname()
             await _reply(stream, handshake, lambda: handshake.accept(Address(bound[0], bound[1])))
             error: BaseException | None = None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(relay.run, udp, nursery)
-                # The association lives as long as the control connection (RFC 1928 §7).
-                try:
-                    while await _receive(stream, _READ):
-                        pass
-                except _STREAM_ERRORS as exc:
-                    error = exc
-                nursery.cancel_scope.cancel()
+            self.metrics.tunnel_opened(handshake.protocol)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(relay.run, udp, nursery)
+                    # The association lives as long as the control connection (RFC 1928 §7).
+                    try:
+                        while await _receive(stream, _READ):
+                            pass
+                    except _STREAM_ERRORS as exc:
+                        error = exc
+                    nursery.cancel_scope.cancel()
+            finally:
+                self.metrics.tunnel_closed(handshake.protocol)
             if error is not None:
                 raise error
 
@@ -667,18 +752,41 @@ class _Pump:
     With *half_close* (both ends plain TCP) an EOF is passed on with
     ``send_eof`` and the other direction goes on. Otherwise (TLS at either end)
     the first EOF ends the tunnel: the other direction finishes writing the
-    chunk it holds, if any, and its pending read is cancelled.
+    chunk it holds, if any, and its pending read (or rate-limit pause) is cancelled.
+
+    *throttle*, if given, is told the size of every chunk moved and answers how
+    long that direction must pause before it reads again (a byte rate limit).
     """
 
-    def __init__(self, idle_timeout: float, size: int, counts: list[int], *, half_close: bool) -> None:
+    def __init__(
+        self,
+        idle_timeout: float,
+        size: int,
+        counts: list[int],
+        *,
+        half_close: bool,
+        throttle: Callable[[int], float] | None = None,
+    ) -> None:
         self.idle_timeout = idle_timeout
         self.size = size
         self.counts = counts
         self.half_close = half_close
+        self.throttle = throttle
         self.idle = trio.CancelScope(deadline=trio.current_time() + idle_timeout)
         self.errors: list[BaseException] = []
         self.done = False
+        self.pauses = [0.0, 0.0]  # each direction's rate-limit pause, taken before its next read
         self._reads = [trio.CancelScope(), trio.CancelScope()]
+
+    def moved(self, index: int, nbytes: int) -> None:
+        """*nbytes* went out in direction *index*: count them, charge the limit, push the idle deadline back.
+
+        A rate-limit pause is activity: the idle time-out counts from its end.
+        """
+        self.counts[index] += nbytes
+        pause = self.throttle(nbytes) if self.throttle is not None else 0.0
+        self.pauses[index] = pause
+        self.idle.deadline = max(self.idle.deadline, trio.current_time() + pause + self.idle_timeout)
 
     async def copy(self, source: trio.abc.Stream, sink: trio.abc.Stream, index: int) -> None:
         """Copy *source* to *sink* until EOF (counted in ``counts[index]``); traffic pushes the idle deadline."""
@@ -687,12 +795,14 @@ class _Pump:
                 data: bytes | bytearray = b""
                 self._reads[index] = reading = trio.CancelScope()
                 with reading:
+                    if self.pauses[index] > 0:
+                        await trio.sleep(self.pauses[index])  # this direction only: the rest of the loop goes on
+                        self.pauses[index] = 0.0
                     data = await _receive(source, self.size)
                 if not data:
                     break
                 await sink.send_all(data)
-                self.counts[index] += len(data)
-                self.idle.deadline = trio.current_time() + self.idle_timeout
+                self.moved(index, len(data))
         except _STREAM_ERRORS as exc:
             self.errors.append(exc)
             self.idle.cancel()  # ends the other direction too

@@ -10,7 +10,9 @@ from outside, in the same run as its peers:
 * ``server-relay``: a separate client process pushes N bytes (1 MiB
   ``sendall``) through the tunnel into a sink that reads with ``recv_into`` a
   preallocated buffer; MB/s, and the proxy's CPU seconds per GiB. A direct
-  loopback connection is the physical reference.
+  loopback connection is the physical reference. On Linux ``ours-asyncio``
+  relays with splice() (its default); ``server-relay-splice`` below puts it
+  next to the same server with ``--no-splice``.
 * ``server-memory``: RSS growth of the proxy per 1,000 idle tunnels (opened to
   an idle target, measured after a warm-up).
 
@@ -308,25 +310,22 @@ register("server-memory", memory_quick, memory_full, "RSS per 1,000 idle tunnels
 
 # ---------------------------------------------------------------- splice relay
 #
-# ``server-relay-splice``: adapters/_splice.SpliceRelay in a minimal SOCKS5 proxy
-# (``python -m bench.server splice-proxy``: no auth, IPv4 CONNECT, then the relay
-# taken over from asyncio transports the way the server will do it), against the
-# server's copying relay (ours-asyncio) and direct loopback, interleaved repeats.
+# ``server-relay-splice``: the real server's two relays side by side. ``ours-asyncio``
+# relays plain-TCP CONNECT tunnels with splice() (adapters/_splice.SpliceRelay, the
+# default on Linux); ``ours-asyncio-copy`` is the same server with ``--no-splice``
+# (the copying relay); ``direct`` is plain loopback. Interleaved repeats.
 
-from socks_sansio.adapters._splice import DEFAULT_PIPE_SIZE, PipePool, SpliceRelay  # noqa: E402
-
-SPLICE = "splice-asyncio"
+COPY = "ours-asyncio-copy"
 
 
 def _splice_runs(sizes: Sizes) -> list[Result]:
-    import sys
+    from socks_sansio.adapters._splice import SpliceRelay
 
-    with socket.socket() as probe:
-        if not SpliceRelay.available(probe):
-            raise BenchSkipped("os.splice is Linux-only")
-    util.CUSTOM[SPLICE] = ([sys.executable, "-m", "bench.server", "splice-proxy"], True)
+    if not SpliceRelay.supported():
+        raise BenchSkipped("os.splice is Linux-only")
+    util.CUSTOM[COPY] = ([*util.OURS_ARGV, "asyncio", "--no-splice"], True)
     nbytes = max(sizes.relay_bytes, 128 << 20)  # enough CPU ticks (10 ms) to measure a cheap relay
-    names = ["direct", "ours-asyncio", SPLICE]
+    names = ["direct", "ours-asyncio", COPY]
     seconds: dict[str, list[float]] = {name: [] for name in names}
     cpus: dict[str, list[float]] = {name: [] for name in names}
     with util.target_process() as target, contextlib.ExitStack() as stack:
@@ -341,12 +340,13 @@ def _splice_runs(sizes: Sizes) -> list[Result]:
     speed = {name: median(nbytes / s / 1e6 for s in seconds[name]) for name in names}
     notes = f"{nbytes >> 20} MiB per run, client -> target, {sizes.relay_repeats} interleaved runs"
     return [
-        Result("splice relay throughput", "MB/s", {SPLICE: speed[SPLICE], "ours-asyncio": speed["ours-asyncio"]},
-               {"direct": speed["direct"]}, targets={f"{SPLICE}/direct": 0.5},
-               notes=notes + "; ratio to 'direct' is the fraction of plain loopback speed"),
-        Result("splice relay CPU per GiB", "s/GiB", {SPLICE: median(cpus[SPLICE])},
-               {"ours-asyncio": median(cpus["ours-asyncio"])}, higher_is_better=False,
-               notes="target for splice-asyncio: <= 0.3 s/GiB (absolute)"),
+        Result("splice relay throughput", "MB/s", {"ours-asyncio": speed["ours-asyncio"], COPY: speed[COPY]},
+               {"direct": speed["direct"]}, targets={"ours-asyncio/direct": 0.5},
+               notes=notes + "; ours-asyncio splices, ours-asyncio-copy is --no-splice; ratio to 'direct' is "
+               "the fraction of plain loopback speed"),
+        Result("splice relay CPU per GiB", "s/GiB", {"ours-asyncio": median(cpus["ours-asyncio"])},
+               {COPY: median(cpus[COPY])}, higher_is_better=False,
+               notes="target for ours-asyncio (spliced): <= 0.3 s/GiB (absolute)"),
     ]
 
 
@@ -359,67 +359,5 @@ def splice_full() -> list[Result]:
 
 
 register("server-relay-splice", splice_quick, splice_full,
-         "os.splice relay (adapters/_splice.py) MB/s and CPU s/GiB vs the copying relay and direct loopback")
-
-
-async def _splice_tunnel(client: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
-                         target: asyncio.StreamReader, target_writer: asyncio.StreamWriter, pipes: PipePool) -> None:
-    """Hand two stream connections to a SpliceRelay: the integration the asyncio server needs."""
-    client_sock, target_sock = SpliceRelay.socket_of(client_writer.transport), SpliceRelay.socket_of(
-        target_writer.transport)
-    if client_sock is None or target_sock is None:
-        raise RuntimeError("these transports cannot be spliced")
-    for writer in (client_writer, target_writer):
-        writer.transport.pause_reading()  # type: ignore[attr-defined]
-    early_up, early_down = (bytes(reader._buffer) for reader in (client, target))  # type: ignore[attr-defined]
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    relay = SpliceRelay(loop, client_sock, target_sock, counts=[0, 0], last=[time.monotonic()], done=done,
-                        pipes=pipes)
-    try:
-        relay.start(early_up, early_down)
-        await done
-    finally:
-        relay.close()
-
-
-async def _splice_proxy_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pipes: PipePool) -> None:
-    target_writer = None
-    try:
-        request = await reader.readexactly(3)
-        if request != b"\x05\x01\x00":
-            return
-        writer.write(b"\x05\x00")
-        request = await reader.readexactly(10)
-        if request[:4] != b"\x05\x01\x00\x01":
-            return
-        target, target_writer = await asyncio.open_connection(socket.inet_ntoa(request[4:8]),
-                                                              int.from_bytes(request[8:], "big"))
-        writer.write(b"\x05\x00\x00\x01" + bytes(6))
-        await writer.drain()
-        await _splice_tunnel(reader, writer, target, target_writer, pipes)
-    except (OSError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        for each in (writer, target_writer):
-            if each is not None:
-                each.close()
-
-
-async def _splice_proxy(pipe_size: int) -> None:
-    import functools
-
-    accepted = functools.partial(_splice_proxy_client, pipes=PipePool(pipe_size))
-    server = await asyncio.start_server(accepted, util.HOST, 0, backlog=4096)
-    print(f"listening on {util.HOST}:{server.sockets[0].getsockname()[1]}", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
-if __name__ == "__main__":
-    import sys
-
-    args = sys.argv[1:]
-    if args[:1] != ["splice-proxy"] or len(args) > 2 or not all(arg.isdigit() for arg in args[1:]):
-        raise SystemExit("usage: python -m bench.server splice-proxy [PIPE_SIZE]")
-    asyncio.run(_splice_proxy(int(args[1]) if len(args) == 2 else DEFAULT_PIPE_SIZE))
+         "the server's splice() relay (default on Linux) MB/s and CPU s/GiB vs its copying relay (--no-splice) "
+         "and direct loopback")

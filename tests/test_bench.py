@@ -49,7 +49,7 @@ def test_list_names_benchmarks() -> None:
     proc = _run("--list")
     assert proc.returncode == 0, proc.stderr
     names = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
-    for expected in ("codec_socks5", "codec_http", "codec_bytewise", "clients"):
+    for expected in ("codec_socks5", "codec_http", "codec_bytewise", "clients", "pool", "server-relay-splice"):
         assert expected in names
 
 

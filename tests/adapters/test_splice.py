@@ -344,10 +344,8 @@ async def test_close_leaves_no_descriptor_open(shared_pool: bool) -> None:
         assert pool is None or len(pool.idle) == 1
         relay.close()
         relay.close()
-        if pool is not None:
-            assert len(open_fds() - before) == 2
-            pool.close()
-        assert open_fds() == before
+        assert open_fds() == before  # the pool's last user closed: so did its idle pipes
+        assert pool is None or (pool.idle, pool.users) == ([], 0)
         await loop.sock_sendall(b, b"the caller's socket still works")
         assert await read_exactly(a, 31) == b"the caller's socket still works"
 
@@ -366,6 +364,33 @@ def test_the_pool_keeps_at_most_keep_empty_pipes() -> None:
     pool.give(pipes[1])
     pool.close()
     assert open_fds() == before
+
+
+@aio
+async def test_a_shared_pool_keeps_pipes_while_a_relay_uses_it() -> None:
+    loop = asyncio.get_running_loop()
+    pool = PipePool()
+    with contextlib.ExitStack() as stack:
+        a, b, c, d, e, f, g, h = (stack.enter_context(s) for _ in range(4) for s in tcp_pair())
+        before = open_fds()
+        dones: list[asyncio.Future[None]] = [loop.create_future(), loop.create_future()]
+        relays = [
+            SpliceRelay(loop, b, c, counts=[0, 0], last=[0.0], done=dones[0], pipes=pool),
+            SpliceRelay(loop, f, g, counts=[0, 0], last=[0.0], done=dones[1], pipes=pool),
+        ]
+        assert pool.users == 2
+        for relay in relays:
+            relay.start()
+        await loop.sock_sendall(a, b"one")
+        assert await read_exactly(d, 3) == b"one"
+        relays[0].close()
+        assert (pool.users, len(pool.idle)) == (1, 1), "the other relay may reuse the pipe"
+        await loop.sock_sendall(e, b"two")
+        assert await read_exactly(h, 3) == b"two"
+        assert len(open_fds() - before) == 2 + 2  # the second relay's dups and the reused pipe
+        dones[1].cancel()
+        await asyncio.sleep(0)  # the relay closes itself on the next iteration
+        assert (pool.users, pool.idle, open_fds()) == (0, [], before)
 
 
 @aio
