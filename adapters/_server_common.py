@@ -82,7 +82,10 @@ class ServerConfig:
     the ``metrics`` extra; loopback only unless ``allow_remote_metrics``).
     ``splice`` lets the asyncio server relay plain-TCP CONNECT tunnels with
     Linux ``splice()`` (zero-copy) when no byte rate limit is set; False keeps
-    every tunnel on the copying relay.
+    every tunnel on the copying relay. A tunnel starts on the copying relay and
+    moves to splice once it has relayed ``splice_after`` octets (0: from the
+    start): setting up a splice relay costs more than a short or idle tunnel
+    would ever save.
 
     Raises:
         ValueError: listening beyond loopback with no authentication and without
@@ -119,6 +122,7 @@ class ServerConfig:
     metrics_listen: tuple[str, int] | None = None
     allow_remote_metrics: bool = False
     splice: bool = True
+    splice_after: int = 256 * 1024
 
     def __attrs_post_init__(self) -> None:
         if not self.listen and not self.tls_listen:
@@ -133,8 +137,8 @@ class ServerConfig:
                 f"listening on {', '.join(exposed)} without authentication would make an open proxy; "
                 "add --auth/--auth-file, or --allow-open-relay if that is really what you want"
             )
-        if self.max_clients < 1 or self.backlog < 1 or self.buffer_size < 1024:
-            raise ValueError("max_clients and backlog must be >= 1, buffer_size >= 1024")
+        if self.max_clients < 1 or self.backlog < 1 or self.buffer_size < 1024 or self.splice_after < 0:
+            raise ValueError("max_clients and backlog must be >= 1, buffer_size >= 1024, splice_after >= 0")
         for name in ("negotiation_timeout", "connect_timeout", "idle_timeout", "bind_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")

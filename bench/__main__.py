@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 
-from bench.common import REGISTRY, BenchSkipped, Result, print_table, write_json
+from bench.common import REGISTRY, BenchSkipped, Result, print_table, settle_time_wait, write_json
 
 # Benchmark modules, imported in this order; a missing optional module is skipped.
 MODULES = ("bench.codec", "bench.clients", "bench.server")
@@ -63,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     print(f"socks-sansio benchmarks ({mode}): {', '.join(names)}", flush=True)
     for name in names:
+        waited = settle_time_wait()
         start = time.perf_counter()
         print(f"\n### {name}", flush=True)
+        if waited >= 1:
+            print(f"   (waited {waited:.0f} s for TIME_WAIT sockets to expire)", flush=True)
         try:
             got = REGISTRY[name].run(args.quick)
         except BenchSkipped as exc:

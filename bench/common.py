@@ -263,6 +263,34 @@ def rss_bytes(pid: int | None = None) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def time_wait_sockets() -> int | None:
+    """TCP sockets in TIME_WAIT on this machine (Linux ``/proc/net/sockstat``), or None elsewhere."""
+    try:
+        with open("/proc/net/sockstat", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("TCP:"):
+                    fields = line.split()
+                    return int(fields[fields.index("tw") + 1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def settle_time_wait(*, limit: int = 4000, timeout: float = 75.0) -> float:
+    """Wait (at most *timeout* s) until fewer than *limit* TCP sockets are in TIME_WAIT; returns the wait.
+
+    Every loopback connect leaves a socket in TIME_WAIT for 60 s, holding its
+    port. The client benchmarks make tens of thousands of connects, which can
+    leave too few ephemeral ports for the next benchmark's connects (and even
+    for binding its listeners to port 0). Waiting between benchmarks keeps one
+    benchmark's leftovers out of the next one's figures.
+    """
+    start = time.monotonic()
+    while (count := time_wait_sockets()) is not None and count >= limit and time.monotonic() - start < timeout:
+        time.sleep(1.0)
+    return time.monotonic() - start
+
+
 # -------------------------------------------------------------------- registry
 
 

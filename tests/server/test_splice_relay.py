@@ -126,8 +126,8 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
 
 @pytest.fixture
 def spliced_proxy(in_process_proxy: Callable[..., InProcessProxy]) -> InProcessProxy:
-    """A server with the defaults: splice on."""
-    proxy = in_process_proxy()
+    """A server that splices every tunnel from the start (``splice_after=0``), early bytes included."""
+    proxy = in_process_proxy(splice_after=0)
     assert proxy.server._pipes is not None, "splice should be on by default on Linux"
     return proxy
 
@@ -260,7 +260,7 @@ def test_half_close_from_the_target(spliced_proxy: InProcessProxy, logs: pytest.
 def test_idle_timeout_closes_a_silent_spliced_tunnel(
     in_process_proxy: Callable[..., InProcessProxy], logs: pytest.LogCaptureFixture
 ) -> None:
-    proxy = in_process_proxy(idle_timeout=1.0)
+    proxy = in_process_proxy(idle_timeout=1.0, splice_after=0)
     target_saw_eof = threading.Event()
 
     def handler(conn: socket.socket) -> None:
@@ -341,6 +341,67 @@ def test_many_tunnels_at_once_share_the_pool(spliced_proxy: InProcessProxy, logs
     assert pool_fds(spliced_proxy) == set(), "no tunnel left: the pool closed its idle pipes"
 
 
+# ------------------------------------------------------------------ moving to splice midway (the default)
+
+
+def test_default_server_copies_a_short_tunnel(in_process_proxy: Callable[..., InProcessProxy]) -> None:
+    proxy = in_process_proxy()
+    assert proxy.server.config.splice_after == 256 * 1024
+    with serve(echo) as server, connect(proxy.address) as sock:
+        copy_through(proxy, sock, server.port)  # 100 kB each way: under the threshold
+    ended(proxy)
+    assert proxy.server.spliced == 0
+
+
+@pytest.mark.parametrize("eof_first", ["client", "target"])
+def test_bulk_tunnel_moves_to_splice_midway(
+    in_process_proxy: Callable[..., InProcessProxy], logs: pytest.LogCaptureFixture, eof_first: str
+) -> None:
+    """Past splice_after the copying relay hands over: every byte arrives once, in order, counted once."""
+    proxy = in_process_proxy(splice_after=64 * 1024)
+    rng = random.Random(11)
+    up, down = rng.randbytes(3 * MIB + 7), rng.randbytes(2 * MIB + 3)
+    if eof_first == "client":
+        target = Exchange(down)
+        with serve(target) as server, socks5_tunnel(proxy, server.address, first=up[:1000]) as sock:
+            sender = send_then_eof(sock, up[1000:])
+            received = read_until_eof(sock, limit=1 << 30)
+            sender.join(TIMEOUT)
+        assert target.received == [up]
+        assert received == down
+    else:
+        head = 512 * 1024  # crosses the threshold (the switch happens here), before any EOF
+
+        def target_closes_first(conn: socket.socket) -> None:
+            first = recv_exactly(conn, head)
+            conn.sendall(down)
+            conn.shutdown(socket.SHUT_WR)
+            got.append(first + read_until_eof(conn, limit=1 << 30))
+
+        got: list[bytes] = []
+        with serve(target_closes_first) as server, socks5_tunnel(proxy, server.address) as sock:
+            sock.sendall(up[:head])
+            received = read_until_eof(sock, limit=1 << 30)  # the target's EOF came through
+            sock.sendall(up[head:])  # the other direction still flows
+            sock.shutdown(socket.SHUT_WR)
+        assert received == down
+        assert got == [up]
+    stats = ended(proxy)
+    assert proxy.server.spliced == 1, "the bulk tunnel moved to splice"
+    assert tunnel_lines(logs) == [(len(up), len(down), "ok")]
+    assert (stats["bytes_up"], stats["bytes_down"]) == (len(up), len(down))
+
+
+def test_idle_bulk_tunnel_times_out_after_the_switch(in_process_proxy: Callable[..., InProcessProxy]) -> None:
+    proxy = in_process_proxy(splice_after=1024, idle_timeout=0.5)
+    with serve(echo) as server, connect(proxy.address) as sock:
+        copy_through(proxy, sock, server.port)  # 100 kB each way: well past the threshold
+        assert read_until_eof(sock) == b"", "closed by the idle time-out"
+    ended(proxy)
+    assert proxy.server.spliced == 1
+    assert proxy.stats()["failures"].get("idle timeout") == 1
+
+
 # ------------------------------------------------------------------ the copying path
 
 
@@ -372,7 +433,7 @@ def test_byte_rate_limits_keep_the_copying_relay(in_process_proxy: Callable[...,
 
 
 def test_tunnel_rate_limits_alone_still_splice(in_process_proxy: Callable[..., InProcessProxy]) -> None:
-    proxy = in_process_proxy(rate_limits=RateLimitConfig(tunnels_per_client=Rate(1000)))
+    proxy = in_process_proxy(rate_limits=RateLimitConfig(tunnels_per_client=Rate(1000)), splice_after=0)
     with serve(echo) as server, connect(proxy.address) as sock:
         copy_through(proxy, sock, server.port)
     ended(proxy)
@@ -397,9 +458,11 @@ def test_tls_listener_and_tls_upstream_copy(
     in_process_proxy: Callable[..., InProcessProxy], tls: dict[str, Any]
 ) -> None:
     """A TLS client side, and a plain client whose upstream is ``https://``: both copy; a plain hop splices."""
-    remote = in_process_proxy(listen=(), tls_listen=((HOST, 0),), tls_cert=tls["cert"], tls_key=tls["key"])
+    remote = in_process_proxy(
+        listen=(), tls_listen=((HOST, 0),), tls_cert=tls["cert"], tls_key=tls["key"], splice_after=0
+    )
     local = in_process_proxy(
-        upstreams=(parse_upstream(f"https://{HOST}:{remote.address[1]}"),), upstream_cacert=tls["ca"]
+        upstreams=(parse_upstream(f"https://{HOST}:{remote.address[1]}"),), upstream_cacert=tls["ca"], splice_after=0
     )
     files: TLSFiles = tls["files"]
     with serve(echo) as server:
@@ -413,8 +476,10 @@ def test_tls_listener_and_tls_upstream_copy(
         assert local.server.spliced == 0, "an https:// upstream copies"
         ended(remote, 2)
         assert remote.server.spliced == 0
-        plain_upstream = in_process_proxy()
-        via_plain = in_process_proxy(upstreams=(parse_upstream(f"socks5://{HOST}:{plain_upstream.address[1]}"),))
+        plain_upstream = in_process_proxy(splice_after=0)
+        via_plain = in_process_proxy(
+            upstreams=(parse_upstream(f"socks5://{HOST}:{plain_upstream.address[1]}"),), splice_after=0
+        )
         with connect(via_plain.address) as sock:
             copy_through(via_plain, sock, server.port)
         ended(via_plain)
