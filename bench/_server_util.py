@@ -22,6 +22,10 @@ process (and its GIL) never shares time with the server being measured.
 * :func:`socks5_connect` / :func:`async_socks5_connect` are hand-written SOCKS5
   CONNECT clients on raw sockets (precomputed bytes, nothing parsed beyond the
   reply length), so the client costs as little as possible.
+* :func:`delay_process` starts ``python -m bench._server_util delay UPSTREAM
+  SECONDS`` (:func:`run_delay`): a loopback TCP forwarder that writes every
+  chunk, in each direction, SECONDS after it read it (an emulated network
+  round trip of twice that, for the pool benchmark in bench/clients.py).
 
 Processes started here are always stopped (SIGTERM, then SIGKILL to the group).
 """
@@ -371,6 +375,105 @@ def run_target() -> None:
                 conn.close()
 
 
+# ------------------------------------------------------------ delay forwarder
+
+
+async def _delayed_pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, one_way: float) -> None:
+    """Copy *src* to *dst*, each chunk (and the EOF) written *one_way* seconds after it was read, in order."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+    async def deliver() -> None:
+        while True:
+            due, data = await queue.get()
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            if not data:
+                if dst.can_write_eof():
+                    dst.write_eof()
+                return
+            dst.write(data)
+            await dst.drain()
+
+    delivering = asyncio.ensure_future(deliver())
+    try:
+        while not delivering.done() and (data := await src.read(65536)):
+            queue.put_nowait((loop.time() + one_way, data))
+        queue.put_nowait((loop.time() + one_way, b""))
+        await delivering  # raises what broke the writing side
+    finally:
+        delivering.cancel()
+
+
+async def _delayed_connection(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: tuple[str, int], one_way: float
+) -> None:
+    """One client of the delay forwarder: connect to *upstream*, pipe both ways, close both when done or broken."""
+    writers = [writer]
+    try:
+        up_reader, up_writer = await asyncio.open_connection(*upstream)
+        writers.append(up_writer)
+        for each in writers:
+            each.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pipes = {
+            asyncio.ensure_future(_delayed_pipe(reader, up_writer, one_way)),
+            asyncio.ensure_future(_delayed_pipe(up_reader, writer, one_way)),
+        }
+        try:
+            done, _ = await asyncio.wait(pipes, return_when=asyncio.FIRST_EXCEPTION)
+            failures = [exc for task in done if (exc := task.exception()) is not None]
+            if failures:
+                raise failures[0]
+        finally:
+            for task in pipes:
+                task.cancel()
+    except OSError:
+        pass  # a peer reset or refused: close both sides
+    finally:
+        for each in writers:
+            each.close()
+
+
+async def _delay_forever(upstream: tuple[str, int], one_way: float) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    server = await asyncio.start_server(
+        lambda r, w: _delayed_connection(r, w, upstream, one_way), HOST, 0, backlog=512
+    )
+    print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await stop.wait()
+
+
+def run_delay(upstream: tuple[str, int], one_way: float) -> None:
+    """Forward every connection on loopback to *upstream*, delaying each chunk by *one_way* s in each direction.
+
+    This emulates a network round trip of 2 x *one_way* between the clients and
+    *upstream*: a chunk read from one side is written to the other *one_way*
+    seconds later, in the order read, and an EOF (half-close) is passed on the
+    same way. Only the data is delayed: the TCP handshake with the forwarder is
+    local. Prints ``port N`` once it listens; stops on SIGTERM.
+    """
+    if one_way < 0:
+        raise ValueError(f"the one-way delay must be >= 0 seconds, got {one_way}")
+    asyncio.run(_delay_forever(upstream, one_way))
+
+
+@contextlib.contextmanager
+def delay_process(upstream: tuple[str, int], one_way: float) -> Iterator[Proxy]:
+    """Start the delay forwarder (:func:`run_delay`) in front of *upstream*; yield its address."""
+    argv = [sys.executable, "-m", "bench._server_util", "delay", f"{upstream[0]}:{upstream[1]}", repr(one_way)]
+    with tempfile.TemporaryDirectory(prefix="bench-delay-") as workdir:
+        log = Path(workdir) / "output.log"
+        with _spawn(argv, log) as proc:
+            deadline = time.monotonic() + START_TIMEOUT
+            while not (found := re.search(rb"port (\d+)\n", log.read_bytes())):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the delay forwarder did not start: {log.read_text(errors='replace')}")
+                time.sleep(0.01)
+            yield Proxy("delay", proc.pid, HOST, int(found.group(1)))
+
+
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
@@ -382,8 +485,12 @@ def main(argv: Sequence[str]) -> None:
     elif argv[:1] == ["send"] and len(argv) == 4:
         proxy = None if argv[1] == "-" else _address(argv[1])
         print(f"{run_sender(proxy, _address(argv[2]), int(argv[3])):.6f}", flush=True)
+    elif argv[:1] == ["delay"] and len(argv) == 3:
+        run_delay(_address(argv[1]), float(argv[2]))
     else:
-        raise SystemExit("usage: python -m bench._server_util target | send PROXY|- TARGET NBYTES")
+        raise SystemExit(
+            "usage: python -m bench._server_util target | send PROXY|- TARGET NBYTES | delay UPSTREAM ONE_WAY_SECONDS"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,10 @@ through a ``ProxyPool`` of prepared connections ("pooled") and with the
 module's cold connect ("cold"), on each backend, through our server with
 RFC 1929 auth and without. Reported: connects/s, and the p50 and p99 latency
 of the connect call alone; the ratio pooled/cold (oriented so > 1 means the
-pool is better) is the result.
+pool is better) is the result. ``pool_rtt_*``: the same through a forwarder in
+front of the proxy that delays every chunk by half an emulated round trip in
+each direction (``bench._server_util.delay_process``; 10 ms RTT, 4 ms with
+``--quick``), where the round trips a prepared connection saves dominate.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+from bench._server_util import delay_process
 from bench.common import BenchSkipped, Result, median, register
 
 HOST = "127.0.0.1"
@@ -455,41 +459,65 @@ def client_results(quick: bool) -> list[Result]:
 
 POOL_SIZE = 4
 USER, PASSWORD = "bench", "bench-pass"
+KINDS = ("sync", "asyncio", "trio")
+# The pool_rtt_* results: the emulated round trip (seconds; full, quick) and the pool size there.
+RTT_FULL, RTT_QUICK = 0.010, 0.004
+RTT_POOL_SIZE = 16
 
 
-def _pooled_sync(proxy: str, port: int, count: int, pooled: bool) -> tuple[list[float], float, int]:
-    """Latency of each connect call, the seconds all *count* connects took (echo and close included), pool hits."""
+@dataclass
+class PoolRun:
+    """One timed run of sequential connects, pooled (a pool's hits and misses) or cold (both 0)."""
+
+    latencies: list[float]  # of each connect call alone
+    elapsed: float  # all the connects, echo and close included
+    hits: int = 0
+    misses: int = 0
+
+
+def _pool_sync(proxy: str, port: int, count: int, size: int | None) -> PoolRun:
+    """*count* connects through a filled ProxyPool of *size*, or cold connects when *size* is None."""
     from socks_sansio.adapters.sync import ProxyPool, connect
 
     latencies = []
-    with ProxyPool(proxy, size=POOL_SIZE) as pool:
-        pool.fill()
+    with contextlib.ExitStack() as stack:
+        pool = None if size is None else stack.enter_context(ProxyPool(proxy, size=size))
+        if pool is not None:
+            pool.fill()
         start = time.perf_counter()
         for _ in range(count):
             began = time.perf_counter()
-            sock = pool.connect(HOST, port, timeout=10) if pooled else connect(HOST, port, proxy=proxy, timeout=10)
+            if pool is None:
+                sock = connect(HOST, port, proxy=proxy, timeout=10)
+            else:
+                sock = pool.connect(HOST, port, timeout=10)
             latencies.append(time.perf_counter() - began)
             try:
                 sock.sendall(MESSAGE)
                 _recv_exactly(sock, len(MESSAGE))
             finally:
                 sock.close()
-        return latencies, time.perf_counter() - start, pool.stats.hits
+        elapsed = time.perf_counter() - start
+        if pool is None:
+            return PoolRun(latencies, elapsed)
+        return PoolRun(latencies, elapsed, pool.stats.hits, pool.stats.misses)
 
 
-async def _pooled_asyncio(proxy: str, port: int, count: int, pooled: bool) -> tuple[list[float], float, int]:
+async def _pool_asyncio(proxy: str, port: int, count: int, size: int | None) -> PoolRun:
     from socks_sansio.adapters.asyncio import ProxyPool, open_connection
 
     latencies = []
-    async with ProxyPool(proxy, size=POOL_SIZE) as pool:
-        await pool.fill()
+    async with contextlib.AsyncExitStack() as stack:
+        pool = None if size is None else await stack.enter_async_context(ProxyPool(proxy, size=size))
+        if pool is not None:
+            await pool.fill()
         start = time.perf_counter()
         for _ in range(count):
             began = time.perf_counter()
-            if pooled:
-                reader, writer = await pool.open_connection(HOST, port, timeout=10)
-            else:
+            if pool is None:
                 reader, writer = await open_connection(HOST, port, proxy=proxy, timeout=10)
+            else:
+                reader, writer = await pool.open_connection(HOST, port, timeout=10)
             latencies.append(time.perf_counter() - began)
             try:
                 writer.write(MESSAGE)
@@ -497,39 +525,47 @@ async def _pooled_asyncio(proxy: str, port: int, count: int, pooled: bool) -> tu
             finally:
                 writer.close()
                 await writer.wait_closed()
-        return latencies, time.perf_counter() - start, pool.stats.hits
+        elapsed = time.perf_counter() - start
+        if pool is None:
+            return PoolRun(latencies, elapsed)
+        return PoolRun(latencies, elapsed, pool.stats.hits, pool.stats.misses)
 
 
-async def _pooled_trio(proxy: str, port: int, count: int, pooled: bool) -> tuple[list[float], float, int]:
+async def _pool_trio(proxy: str, port: int, count: int, size: int | None) -> PoolRun:
     from socks_sansio.adapters.trio import ProxyPool, open_tcp_stream
 
     latencies = []
-    async with ProxyPool(proxy, size=POOL_SIZE) as pool:
-        await pool.fill()
+    async with contextlib.AsyncExitStack() as stack:
+        pool = None if size is None else await stack.enter_async_context(ProxyPool(proxy, size=size))
+        if pool is not None:
+            await pool.fill()
         start = time.perf_counter()
         for _ in range(count):
             began = time.perf_counter()
-            if pooled:
-                stream = await pool.open_tcp_stream(HOST, port, timeout=10)
-            else:
+            if pool is None:
                 stream = await open_tcp_stream(HOST, port, proxy=proxy, timeout=10)
+            else:
+                stream = await pool.open_tcp_stream(HOST, port, timeout=10)
             latencies.append(time.perf_counter() - began)
             try:
                 await stream.send_all(MESSAGE)
                 await _trio_receive_exactly(stream, len(MESSAGE))
             finally:
                 await stream.aclose()
-        return latencies, time.perf_counter() - start, pool.stats.hits
+        elapsed = time.perf_counter() - start
+        if pool is None:
+            return PoolRun(latencies, elapsed)
+        return PoolRun(latencies, elapsed, pool.stats.hits, pool.stats.misses)
 
 
-def _pool_once(kind: str, proxy: str, port: int, count: int, pooled: bool) -> tuple[list[float], float, int]:
+def _pool_once(kind: str, proxy: str, port: int, count: int, size: int | None) -> PoolRun:
     if kind == "sync":
-        return _pooled_sync(proxy, port, count, pooled)
+        return _pool_sync(proxy, port, count, size)
     if kind == "asyncio":
-        return asyncio.run(_pooled_asyncio(proxy, port, count, pooled))
+        return asyncio.run(_pool_asyncio(proxy, port, count, size))
     import trio
 
-    return trio.run(_pooled_trio, proxy, port, count, pooled)
+    return trio.run(_pool_trio, proxy, port, count, size)
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -537,44 +573,98 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+@dataclass
+class PoolMeasurement:
+    """Pooled and cold runs of one backend through one proxy, all repeats together."""
+
+    latencies: dict[str, list[float]]  # "pooled"/"cold" -> every connect call's latency
+    rates: dict[str, list[float]]  # "pooled"/"cold" -> connects/s of each repeat
+    hits: int
+    misses: int
+
+
+def _measure_pool(
+    kind: str, url: str, echo_port: int, count: int, repeat: int, size: int, warmup: int
+) -> PoolMeasurement:
+    sizes: dict[str, int | None] = {"pooled": size, "cold": None}
+    got = PoolMeasurement({v: [] for v in sizes}, {v: [] for v in sizes}, 0, 0)
+    for variant_size in sizes.values():  # warm-up: imports, first connections
+        _pool_once(kind, url, echo_port, warmup, variant_size)
+    for _ in range(repeat):  # interleaved, so a burst of load hits both
+        for variant, variant_size in sizes.items():
+            run = _pool_once(kind, url, echo_port, count, variant_size)
+            got.latencies[variant] += run.latencies
+            got.rates[variant].append(count / run.elapsed)
+            got.hits += run.hits
+            got.misses += run.misses
+    return got
+
+
+def _pool_result_set(name: str, got: PoolMeasurement, notes: str) -> list[Result]:
+    """connects/s (*name*) and the p50/p99 connect latency (*name*_p50, *name*_p99), pooled vs cold."""
+    results = [Result(name=name, unit="connects/s", ours={"pooled": median(got.rates["pooled"])},
+                      peers={"cold": median(got.rates["cold"])}, notes=notes)]  # fmt: skip
+    for tag, fraction in (("p50", 0.5), ("p99", 0.99)):
+        results.append(Result(
+            name=f"{name}_{tag}", unit=f"µs, {tag} of the connect call", higher_is_better=False,
+            ours={"pooled": 1e6 * _percentile(got.latencies["pooled"], fraction)},
+            peers={"cold": 1e6 * _percentile(got.latencies["cold"], fraction)}, notes=notes,
+        ))  # fmt: skip
+    return results
+
+
+def _greeting_round_trip(address: tuple[str, int], samples: int = 5) -> float:
+    """Median seconds from sending a SOCKS5 greeting to *address* to its 2-octet answer (TCP connect excluded)."""
+    times = []
+    for _ in range(samples):
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            began = time.perf_counter()
+            sock.sendall(b"\x05\x02\x00\x02")  # NO_AUTH or USERNAME/PASSWORD: every setup answers
+            _recv_exactly(sock, 2)
+            times.append(time.perf_counter() - began)
+    return median(times)
+
+
 def pool_results(quick: bool) -> list[Result]:
     count, repeat = (40, 3) if quick else (300, 5)
-    results = []
+    rtt = RTT_QUICK if quick else RTT_FULL
+    rtt_count, rtt_repeat = (16, 2) if quick else (40, 3)
+    loopback: list[Result] = []
+    emulated: list[Result] = []
     with echo_server() as echo:
         setups = (("", (), ""), ("_auth", ("--auth", f"{USER}:{PASSWORD}"), f"{USER}:{PASSWORD}@"))
         for label, extra, userinfo in setups:
+            auth = "RFC 1929 auth" if label else "no auth"
             with our_proxy(*extra) as proxy:
                 url = f"socks5://{userinfo}{HOST}:{proxy.port}"
-                for kind in ("sync", "asyncio", "trio"):
-                    samples: dict[str, list[float]] = {"pooled": [], "cold": []}
-                    hits = 0
-                    rates: dict[str, list[float]] = {"pooled": [], "cold": []}
-                    variants = ("pooled", "cold")
-                    for variant in variants:  # warm-up: imports, first connections
-                        _pool_once(kind, url, echo.port, 3, variant == "pooled")
-                    for _ in range(repeat):  # interleaved, so a burst of load hits both
-                        for variant in variants:
-                            latencies, elapsed, hit = _pool_once(kind, url, echo.port, count, variant == "pooled")
-                            samples[variant] += latencies
-                            hits += hit if variant == "pooled" else 0
-                            rates[variant].append(count / elapsed)
-                    auth = "RFC 1929 auth" if label else "no auth"
+                for kind in KINDS:
+                    got = _measure_pool(kind, url, echo.port, count, repeat, POOL_SIZE, warmup=3)
                     notes = (f"sequential connect + 4-octet echo + close through socks_sansio serve ({auth}), "
                              f"pool size {POOL_SIZE} filled before timing, {count} connects x {repeat} repeats, "
-                             f"pool hits {hits}/{count * repeat}")
-                    name = f"pool_{kind}{label}"
-                    results.append(Result(name=name, unit="connects/s", ours={"pooled": median(rates["pooled"])},
-                                          peers={"cold": median(rates["cold"])}, notes=notes))
-                    for tag, fraction in (("p50", 0.5), ("p99", 0.99)):
-                        results.append(Result(
-                            name=f"{name}_{tag}", unit=f"µs, {tag} of the connect call", higher_is_better=False,
-                            ours={"pooled": 1e6 * _percentile(samples["pooled"], fraction)},
-                            peers={"cold": 1e6 * _percentile(samples["cold"], fraction)}, notes=notes,
-                        ))
-    return results
+                             f"pool hits {got.hits}/{count * repeat}, misses {got.misses}")  # fmt: skip
+                    loopback += _pool_result_set(f"pool_{kind}{label}", got, notes)
+                # The same through an emulated network: a forwarder in front of the proxy delays every chunk.
+                with delay_process((HOST, proxy.port), rtt / 2) as forwarder:
+                    measured = _greeting_round_trip(forwarder.address)
+                    url = f"socks5://{userinfo}{HOST}:{forwarder.port}"
+                    cold_trips = 3 if label else 2
+                    for kind in KINDS:
+                        got = _measure_pool(kind, url, echo.port, rtt_count, rtt_repeat, RTT_POOL_SIZE, warmup=1)
+                        notes = (f"emulated RTT {1e3 * rtt:g} ms (a loopback forwarder in front of socks_sansio "
+                                 f"serve ({auth}) delays every chunk {1e3 * rtt / 2:g} ms each way; measured "
+                                 f"greeting round trip {1e3 * measured:.1f} ms; the TCP handshake with the "
+                                 f"forwarder is local, not delayed): a cold connect costs {cold_trips} round trips, "
+                                 f"a pooled one 1, the echo 1 more; sequential connect + 4-octet echo + close, "
+                                 f"pool size {RTT_POOL_SIZE} filled before timing, {rtt_count} connects x "
+                                 f"{rtt_repeat} repeats, pool hits {got.hits}/{rtt_count * rtt_repeat}, "
+                                 f"misses {got.misses}")  # fmt: skip
+                        emulated += _pool_result_set(f"pool_rtt_{kind}{label}", got, notes)
+    return loopback + emulated
 
 
 register("clients", lambda: client_results(True), lambda: client_results(False),
          "client adapters (sync/asyncio/trio) connects/s vs python-socks and PySocks through one local proxy")
 register("pool", lambda: pool_results(True), lambda: pool_results(False),
-         "ProxyPool (prepared connections) vs cold connect: connects/s, p50/p99 connect latency, auth and not")
+         "ProxyPool (prepared connections) vs cold connect: connects/s, p50/p99 connect latency, auth and not, "
+         "on loopback and over an emulated round trip")

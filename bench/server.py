@@ -6,13 +6,14 @@ from outside, in the same run as its peers:
 * ``server-connect``: SOCKS5 CONNECTs through the proxy, one after the other
   (sequential) and from many concurrent clients (each doing several connects
   in a row), with the p50/p99 latency of one connect (TCP connect to the reply)
-  and the proxy's CPU seconds per connect (``/proc/<pid>/stat`` before/after).
+  and the proxy's CPU seconds per connect (``bench.common.cpu_seconds``:
+  the kernel's per-thread run time in nanoseconds, before/after).
 * ``server-relay``: a separate client process pushes N bytes (1 MiB
   ``sendall``) through the tunnel into a sink that reads with ``recv_into`` a
   preallocated buffer; MB/s, and the proxy's CPU seconds per GiB. A direct
   loopback connection is the physical reference. On Linux ``ours-asyncio``
-  relays with splice() (its default); ``server-relay-splice`` below puts it
-  next to the same server with ``--no-splice``.
+  moves a tunnel to splice() after its first 256 KiB (its default);
+  ``server-relay-splice`` below puts it next to the same server with ``--no-splice``.
 * ``server-memory``: RSS growth of the proxy per 1,000 idle tunnels (opened to
   an idle target, measured after a warm-up).
 
@@ -324,7 +325,7 @@ def _splice_runs(sizes: Sizes) -> list[Result]:
     if not SpliceRelay.supported():
         raise BenchSkipped("os.splice is Linux-only")
     util.CUSTOM[COPY] = ([*util.OURS_ARGV, "asyncio", "--no-splice"], True)
-    nbytes = max(sizes.relay_bytes, 128 << 20)  # enough CPU ticks (10 ms) to measure a cheap relay
+    nbytes = max(sizes.relay_bytes, 128 << 20)  # enough work to measure a cheap relay's CPU
     names = ["direct", "ours-asyncio", COPY]
     seconds: dict[str, list[float]] = {name: [] for name in names}
     cpus: dict[str, list[float]] = {name: [] for name in names}
