@@ -57,8 +57,8 @@ class ServerMetrics:
                                     buckets=_HANDSHAKE_BUCKETS, namespace=ns, registry=reg)
         self._auth_failures = Counter("auth_failures", "Credentials refused", namespace=ns, registry=reg)
         self._denials = Counter("rule_denials", "Requests refused by the access rules", namespace=ns, registry=reg)
-        self._rate_limited = Counter("rate_limited", "Requests refused or slowed by a rate limit", ["kind"],
-                                     namespace=ns, registry=reg)
+        self._rate_limited = Counter("rate_limited", "Rate limit hits: tunnels refused, relays paused, datagrams lost",
+                                     ["kind"], namespace=ns, registry=reg)
         self._endpoints: list[tuple[WSGIServer, threading.Thread]] = []
 
     def serve(self, host: str, port: int) -> tuple[str, int]:
@@ -131,7 +131,7 @@ class ServerMetrics:
         self._denials.inc()
 
     def rate_limited(self, kind: str) -> None:
-        """Count a rate limit hit: ``kind`` is ``tunnels`` (refused) or ``bytes`` (slowed)."""
+        """Count a rate limit hit: ``kind`` is ``tunnels`` (refused) or ``bytes`` (relay paused, datagram dropped)."""
         self._rate_limited.labels(kind).inc()
 
 

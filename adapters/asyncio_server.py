@@ -1070,7 +1070,12 @@ class _RelaySide(asyncio.BufferedProtocol):
 
 
 class _UdpRelay(asyncio.DatagramProtocol):
-    """Relays datagrams between one client and the targets it sends to."""
+    """Relays datagrams between one client and the targets it sends to.
+
+    With byte rate limits every datagram, either way, asks the limiter to admit
+    its payload octets (for the user who logged in and the client address), and
+    is dropped if refused: a datagram cannot be slowed down.
+    """
 
     def __init__(self, server: ProxyServer, client_ip: IPAddress, declared_port: int, record: _Client) -> None:
         self.server = server
@@ -1092,13 +1097,23 @@ class _UdpRelay(asyncio.DatagramProtocol):
             self.client_port = port
             self._from_client(data)
         elif (host, port) in self.peers and self.client_port is not None and self.transport is not None:
-            self.transport.sendto(
-                encode_udp_datagram(UdpDatagram(address=Address(source, port), data=data)),
-                (str(self.client_ip), self.client_port),
-            )
-            self.record.down += len(data)
+            if self._admitted(len(data)):
+                self.transport.sendto(
+                    encode_udp_datagram(UdpDatagram(address=Address(source, port), data=data)),
+                    (str(self.client_ip), self.client_port),
+                )
+                self.record.down += len(data)
         else:
             self.server.stats.failures["udp dropped"] += 1
+
+    def _admitted(self, nbytes: int) -> bool:
+        """Whether the byte limits let a datagram of *nbytes* payload octets through; a refusal is counted."""
+        server = self.server
+        if not server.byte_limits or server.limiter.admit_bytes(self.record.user, self.client_ip, nbytes, _now()):
+            return True
+        server.stats.failures["udp rate limited"] += 1
+        server.metrics.rate_limited("bytes")
+        return False
 
     def _from_client(self, data: bytes) -> None:
         try:
@@ -1108,6 +1123,8 @@ class _UdpRelay(asyncio.DatagramProtocol):
             return
         if datagram.is_fragment:
             return  # no reassembly: RFC 1928 §7 lets us drop fragments
+        if not self._admitted(len(datagram.data)):  # before resolving: a dropped datagram costs no look-up
+            return
         task = asyncio.ensure_future(self._forward(datagram))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)

@@ -723,7 +723,7 @@ class TrioProxyServer:
                 handshake, stream, Failure.COMMAND_NOT_SUPPORTED, "udp associate: not supported with upstreams"
             )
         local_ip = connection.socket.getsockname()[0]
-        relay = _UdpRelay(self, client_ip, request.target.port, counts)
+        relay = _UdpRelay(self, client_ip, request.target.port, counts, self.config.rate_limited_user(handshake))
         with trio.socket.socket(connection.socket.family, socket.SOCK_DGRAM) as udp:
             await udp.bind((local_ip, 0))
             bound = udp.getsockname()
@@ -820,11 +820,24 @@ class _Pump:
 
 
 class _UdpRelay:
-    """Relays datagrams between one client and the targets it sends to."""
+    """Relays datagrams between one client and the targets it sends to.
 
-    def __init__(self, server: TrioProxyServer, client_ip: IPAddress, declared_port: int, counts: list[int]) -> None:
+    With byte rate limits every datagram, either way, asks the limiter to admit
+    its payload octets (for *user*, the one who logged in, and the client
+    address), and is dropped if refused: a datagram cannot be slowed down.
+    """
+
+    def __init__(
+        self,
+        server: TrioProxyServer,
+        client_ip: IPAddress,
+        declared_port: int,
+        counts: list[int],
+        user: bytes | None,
+    ) -> None:
         self.server = server
         self.client_ip = client_ip
+        self.user = user
         self.client_port: int | None = declared_port or None
         self.counts = counts
         self.peers: set[tuple[str, int]] = set()
@@ -842,11 +855,21 @@ class _UdpRelay:
                 self.client_port = port
                 self._from_client(data, udp, nursery)
             elif (host, port) in self.peers and self.client_port is not None:
-                out = encode_udp_datagram(UdpDatagram(address=Address(source, port), data=data))
-                if await _sendto_quietly(udp, out, (str(self.client_ip), self.client_port)):
-                    self.counts[1] += len(data)
+                if self._admitted(len(data)):
+                    out = encode_udp_datagram(UdpDatagram(address=Address(source, port), data=data))
+                    if await _sendto_quietly(udp, out, (str(self.client_ip), self.client_port)):
+                        self.counts[1] += len(data)
             else:
                 self.server.stats.failures["udp dropped"] += 1
+
+    def _admitted(self, nbytes: int) -> bool:
+        """Whether the byte limits let a datagram of *nbytes* payload octets through; a refusal is counted."""
+        server = self.server
+        if not server.byte_limits or server.limiter.admit_bytes(self.user, self.client_ip, nbytes, trio.current_time()):
+            return True
+        server.stats.failures["udp rate limited"] += 1
+        server.metrics.rate_limited("bytes")
+        return False
 
     def _from_client(self, data: bytes, udp: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         try:
@@ -856,6 +879,8 @@ class _UdpRelay:
             return
         if datagram.is_fragment:
             return  # no reassembly: RFC 1928 §7 lets us drop fragments
+        if not self._admitted(len(datagram.data)):  # before resolving: a dropped datagram costs no look-up
+            return
         nursery.start_soon(self._forward, datagram, udp)
 
     async def _forward(self, datagram: UdpDatagram, udp: trio.socket.SocketType) -> None:

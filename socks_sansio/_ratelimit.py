@@ -4,7 +4,7 @@ A :class:`TokenBucket` holds up to ``burst`` tokens and gains ``rate`` tokens a
 second. It has no clock: every call takes ``now`` (any monotonic seconds, e.g.
 ``time.monotonic()``); a ``now`` earlier than the last one adds nothing.
 
-Two ways of spending, one per kind of limit:
+Three ways of spending:
 
 * **All or nothing** (new tunnels): :meth:`TokenBucket.wait` says how long until
   ``n`` tokens are there; take them only when it says 0. Over any window of
@@ -15,6 +15,10 @@ Two ways of spending, one per kind of limit:
   stop reading until the debt is repaid. If every take of ``n`` bytes counts as
   delivered when its pause ends, at most ``rate * t + burst`` bytes are
   delivered in any window of ``t`` seconds, whatever the caller does.
+* **Policing** (datagrams): a datagram cannot wait, only be dropped;
+  :meth:`TokenBucket.holds` says whether ``n`` tokens are there, and they are
+  taken only then. The same ``rate * t + burst`` bound holds, and nothing is
+  owed for a refusal.
 
 :class:`RateLimits` applies four optional limits (new tunnels a second and bytes
 a second, each per user and per client address) with lazily created buckets,
@@ -100,6 +104,18 @@ class TokenBucket:
             raise LocalProtocolError(f"cannot wait for {n!r} tokens from a bucket of {self._burst}")
         seconds = (n - self.tokens(now)) / self._rate
         return seconds if seconds > _SLACK else 0.0
+
+    def holds(self, n: float, now: float) -> bool:
+        """Whether *n* tokens are held at *now* (give or take a microsecond's refill). Takes nothing.
+
+        Unlike :meth:`wait` an *n* above the burst is no error: it is never held.
+
+        Raises:
+            LocalProtocolError: *n* is negative.
+        """
+        if not n >= 0:
+            raise LocalProtocolError(f"cannot hold {n!r} tokens")
+        return (n - self.tokens(now)) / self._rate <= _SLACK
 
     def take(self, n: float, now: float) -> float:
         """Take *n* tokens, going into debt if need be.
@@ -257,6 +273,32 @@ class RateLimits:
             pause = max(pause, bucket.take(n, now))
         self._evict(now)
         return pause
+
+    def admit_bytes(self, user: bytes | None, client: IPAddress, n: int, now: float) -> bool:
+        """Count a datagram's *n* payload bytes for *user* from *client* if every byte limit has room.
+
+        A datagram cannot be slowed down, only dropped (a policer): the bytes are
+        taken from the user's and the client's buckets only if both hold them,
+        so a refusal charges neither. A debt left by :meth:`take_bytes` refuses
+        every datagram until it is repaid, and a datagram larger than a burst is
+        never admitted. Exempt users, and a limiter without byte limits, admit
+        everything without making a bucket.
+
+        Returns:
+            ``True`` when admitted (counted): relay it; ``False``: drop it.
+
+        Raises:
+            LocalProtocolError: *n* is negative.
+        """
+        if not n >= 0:
+            raise LocalProtocolError(f"cannot admit {n!r} bytes")
+        buckets = self._pick(user, client, now, "bytes_per_user", "bytes_per_client")
+        admitted = all(bucket.holds(n, now) for bucket in buckets)
+        if admitted:
+            for bucket in buckets:
+                bucket.take(n, now)
+        self._evict(now)
+        return admitted
 
     def _pick(
         self, user: bytes | None, client: IPAddress, now: float, per_user: _Kind, per_client: _Kind

@@ -66,9 +66,12 @@ def test_impossible_amounts_are_local_errors() -> None:
     bucket = TokenBucket(1, 2, now=0)
     with pytest.raises(LocalProtocolError, match="bucket of 2"):
         bucket.wait(3, 0)
+    assert not bucket.holds(3, 0)  # above the burst: never held, but no error
     for bad in (-1, math.nan):
         with pytest.raises(LocalProtocolError):
             bucket.wait(bad, 0)
+        with pytest.raises(LocalProtocolError, match="cannot hold"):
+            bucket.holds(bad, 0)
         with pytest.raises(LocalProtocolError, match="cannot take"):
             bucket.take(bad, 0)
 
@@ -107,6 +110,29 @@ def test_debt_delivers_at_most_rate_times_window_plus_burst(
         for j in range(i, len(taken)):
             window = sum(n for _t, n, _d in taken[i : j + 1])
             assert window <= rate * (taken[j][2] - taken[i][0] + SLACK) + burst + TOLERANCE * (1 + window)
+
+
+@given(rate=rates, burst=bursts, schedule=schedules)
+def test_policing_never_exceeds_rate_times_window_plus_burst(
+    rate: float, burst: float, schedule: list[tuple[float, int]]
+) -> None:
+    """Datagrams of any size, each taken only when held: the all-or-nothing bound, no debt."""
+    bucket = TokenBucket(rate, burst, now=0)
+    admitted: list[tuple[float, int]] = []
+    clock = 0.0
+    for now, (_gap, n) in zip(times(schedule), schedule, strict=True):
+        clock = max(clock, now)
+        held = bucket.tokens(now)
+        if bucket.holds(n, now):
+            assert bucket.take(n, now) == 0
+            admitted.append((clock, n))
+        else:
+            assert n > burst or held < n  # refused only when short
+            assert bucket.tokens(now) == held  # and nothing taken
+    for i, (start, _n) in enumerate(admitted):
+        for j in range(i, len(admitted)):
+            window = sum(n for _t, n in admitted[i : j + 1])
+            assert window <= rate * (admitted[j][0] - start + SLACK) + burst + TOLERANCE * (1 + window)
 
 
 @given(rate=rates, burst=bursts, n=st.floats(0, 1), spent=st.floats(0, 2000), at=st.floats(0, 1e6))
@@ -169,6 +195,7 @@ def test_no_limits_admit_everything() -> None:
     limits = RateLimits()
     assert all(limits.admit_tunnel(ALICE, HOME, now=0) is None for _ in range(1000))
     assert limits.take_bytes(ALICE, HOME, 10**9, now=0) == 0
+    assert all(limits.admit_bytes(ALICE, HOME, 10**9, now=0) for _ in range(10))
     assert len(limits) == 0
 
 
@@ -226,6 +253,63 @@ def test_negative_byte_counts_are_local_errors() -> None:
     limits = RateLimits(RateLimitConfig(bytes_per_client=Rate(10, 10)))
     with pytest.raises(LocalProtocolError, match="cannot take"):
         limits.take_bytes(None, HOME, -1, now=0)
+    with pytest.raises(LocalProtocolError, match="cannot admit -1 bytes"):
+        limits.admit_bytes(None, HOME, -1, now=0)
+
+
+# -- datagrams: admitted or dropped ---------------------------------------------------------
+
+
+def test_datagrams_are_admitted_up_to_the_burst_then_as_the_bucket_refills() -> None:
+    limits = RateLimits(RateLimitConfig(bytes_per_user=Rate(1000, 3000)))
+    assert [limits.admit_bytes(ALICE, HOME, 1000, now=10) for _ in range(4)] == [True, True, True, False]
+    assert not limits.admit_bytes(ALICE, HOME, 1000, now=10.999)  # 999 held
+    assert limits.admit_bytes(ALICE, HOME, 1000, now=11)
+    assert limits.admit_bytes(ALICE, HOME, 10, now=11.0101)  # small ones fit in what refilled since
+    assert not limits.admit_bytes(ALICE, HOME, 10, now=11.0101)
+    assert [limits.admit_bytes(ALICE, HOME, 1000, now=100) for _ in range(4)] == [True, True, True, False]
+    assert not limits.admit_bytes(ALICE, HOME, 3001, now=1000)  # larger than the burst: never
+    assert limits.admit_bytes(ALICE, HOME, 3000, now=1000)
+
+
+def test_a_datagram_needs_room_in_both_buckets_and_a_refusal_takes_from_neither() -> None:
+    limits = RateLimits(RateLimitConfig(bytes_per_user=Rate(1, 1000), bytes_per_client=Rate(1, 1500)))
+    other, third = client(1), client(2)
+    assert limits.admit_bytes(ALICE, HOME, 900, now=0)  # alice 100 left, HOME 600 left
+    assert not limits.admit_bytes(ALICE, other, 200, now=0)  # other has room, alice has not
+    assert limits.admit_bytes(None, other, 1500, now=0)  # so other was charged nothing
+    assert not limits.admit_bytes(BOB, HOME, 700, now=0)  # bob has room, HOME has not
+    assert limits.admit_bytes(BOB, third, 1000, now=0)  # so bob was charged nothing
+    assert limits.admit_bytes(ALICE, HOME, 100, now=0)  # nor alice and HOME by the refusals: 100 and 600
+    assert limits.admit_bytes(None, HOME, 500, now=0)  # anonymous: the address alone
+    assert not limits.admit_bytes(None, HOME, 1, now=0.5)  # half a byte refilled
+    assert limits.admit_bytes(None, HOME, 1, now=1)
+
+
+def test_a_tcp_debt_refuses_datagrams_until_repaid() -> None:
+    limits = RateLimits(RateLimitConfig(bytes_per_client=Rate(100, 100)))
+    assert limits.take_bytes(None, HOME, 300, now=0) == pytest.approx(2)
+    assert not limits.admit_bytes(None, HOME, 1, now=1.5)
+    assert limits.admit_bytes(None, HOME, 1, now=2.01)
+
+
+def test_an_exempt_users_datagrams_are_always_admitted_and_charge_nothing() -> None:
+    limits = RateLimits(
+        RateLimitConfig(bytes_per_user=Rate(10, 10), bytes_per_client=Rate(10, 10), exempt_users=[BOB])
+    )
+    assert all(limits.admit_bytes(BOB, HOME, 10**6, now=0) for _ in range(100))
+    assert len(limits) == 0
+    assert limits.admit_bytes(ALICE, HOME, 10, now=0)  # the address's bucket is untouched by bob
+    assert not limits.admit_bytes(ALICE, HOME, 1, now=0)
+
+
+def test_datagram_limits_per_client_share_an_ipv6_64() -> None:
+    limits = RateLimits(RateLimitConfig(bytes_per_client=Rate(1, 100)))
+    assert limits.admit_bytes(None, ipaddress.ip_address("2001:db8::1"), 100, now=0)
+    assert not limits.admit_bytes(None, ipaddress.ip_address("2001:db8::ffff:1"), 1, now=0)
+    assert limits.admit_bytes(None, ipaddress.ip_address("2001:db8:0:1::1"), 100, now=0)
+    assert limits.admit_bytes(None, ipaddress.ip_address("::ffff:192.0.2.7"), 100, now=0)
+    assert not limits.admit_bytes(None, HOME, 1, now=0)  # the mapped address was HOME
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -239,9 +323,9 @@ everything = RateLimitConfig(
     tunnels_per_user=Rate(2, 3), tunnels_per_client=Rate(1, 2), bytes_per_user=Rate(100, 200),
     bytes_per_client=Rate(50, 100),
 )
-# (gap, user index, client index, bytes or -1 for a tunnel)
+# (gap, user index, client index, n): n >= 0 takes n bytes, -1 is a tunnel, n < -1 a datagram of -n - 2 bytes
 calls = st.lists(
-    st.tuples(st.floats(0, 3), st.integers(0, 6), st.integers(0, 6), st.integers(-1, 300)), max_size=80
+    st.tuples(st.floats(0, 3), st.integers(0, 6), st.integers(0, 6), st.integers(-302, 300)), max_size=80
 )
 
 
@@ -251,8 +335,10 @@ def replay(limits: RateLimits, schedule: list[tuple[float, int, int, int]], cap:
     for gap, user, address, n in schedule:
         now += gap
         name = None if user == 0 else b"user%d" % user
-        if n < 0:
+        if n == -1:
             answers.append(limits.admit_tunnel(name, client(address), now))
+        elif n < -1:
+            answers.append(None if limits.admit_bytes(name, client(address), -n - 2, now) else 1.0)
         else:
             answers.append(limits.take_bytes(name, client(address), n, now))
         if cap is not None:

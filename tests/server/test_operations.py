@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import hashlib
 import ipaddress
@@ -42,10 +43,12 @@ from tests.adapters.servers import ThreadedServer, echo_server, recv_exactly, se
 from .conftest import (
     HOST,
     TIMEOUT,
+    UDP_TIMEOUT,
     InProcessProxy,
     ProxyFactory,
     http_connect_request,
     http_status,
+    parse_udp,
     poll,
     read_http_head,
     read_socks4_reply,
@@ -56,6 +59,7 @@ from .conftest import (
     socks5_greeting,
     socks5_open,
     socks5_request,
+    udp_header,
 )
 
 CONNECT = 1
@@ -423,6 +427,124 @@ def test_a_throttled_tunnel_is_not_closed_as_idle(start_server: Callable[..., Ru
     samples = wait_connections(server, 1)
     assert sample(samples, "socks_sansio_tunnels_total", protocol="socks5", outcome="ok") == 1
     assert sample(samples, "socks_sansio_rate_limited_total", kind="bytes") >= 1
+
+
+# ------------------------------------------------------------------ bytes a second, over UDP ASSOCIATE
+
+
+UDP_ASSOCIATE = 3
+DATAGRAM = 1024  # payload octets of each datagram
+
+
+@contextlib.contextmanager
+def counting_udp_echo() -> Iterator[tuple[tuple[str, int], collections.Counter[tuple[str, int]]]]:
+    """A UDP echo target on 127.0.0.1 in a thread; yields its address and how many datagrams came from where."""
+    received: collections.Counter[tuple[str, int]] = collections.Counter()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.settimeout(0.05)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            received[peer[:2]] += 1
+            sock.sendto(data, peer)
+
+    thread = threading.Thread(target=loop, name="udp-echo", daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[:2], received
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+        sock.close()
+
+
+def udp_associate(server: Running, user: str, udp: socket.socket) -> tuple[socket.socket, tuple[str, int]]:
+    """Log in as *user* and associate *udp* (bound already); ``(control connection, relay address)``."""
+    control = server.connect()
+    try:
+        code, relay = socks5_open(control, UDP_ASSOCIATE, *udp.getsockname()[:2], user=user,
+                                  password=PASSWORDS[user])
+        assert code == 0, code
+    except BaseException:
+        control.close()
+        raise
+    return control, relay
+
+
+def test_a_byte_limit_drops_a_users_datagrams_and_not_an_exempt_users(start_server: Callable[..., Running]) -> None:
+    """A burst of datagrams over alice's association: what got through, both ways, fits burst + rate x time."""
+    rate = burst = 16 * 1024
+    sent = 128  # 128 KiB each way if nothing were dropped, eight times the burst
+    server = start_server(
+        users=USERS, rate_limits=RateLimitConfig(bytes_per_user=Rate(rate, burst), exempt_users=["carol"])
+    )
+    with contextlib.ExitStack() as stack:
+        target, at_target = stack.enter_context(counting_udp_echo())
+        header = udp_header(*target)
+        sockets = {}
+        relays = {}
+        for user in ("alice", "carol"):
+            udp = sockets[user] = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            udp.bind((HOST, 0))
+            udp.settimeout(UDP_TIMEOUT)
+            control, relays[user] = udp_associate(server, user, udp)
+            stack.enter_context(control)
+
+        # The exempt user, from the same address at the same time: every datagram comes back, in order.
+        echoed: list[bytes] = []
+        errors: list[BaseException] = []
+
+        def exempt() -> None:
+            try:
+                for index in range(64):  # 64 KiB each way in well under a second: four times the burst
+                    data = payload(DATAGRAM + index)[index:]
+                    sockets["carol"].sendto(header + data, relays["carol"])
+                    reply, _ = sockets["carol"].recvfrom(65535)
+                    assert parse_udp(reply) == (target, data), index
+                    echoed.append(data)
+                    time.sleep(0.001)
+            except BaseException as exc:
+                errors.append(exc)
+
+        carol = threading.Thread(target=exempt, name="exempt-udp")
+        started = time.monotonic()
+        carol.start()
+        try:
+            alice = sockets["alice"]
+            for _ in range(sent):
+                alice.sendto(header + payload(DATAGRAM), relays["alice"])
+            alice.settimeout(0.3)  # the echoes of what was let through come back within this quiet spell
+            back = 0
+            with contextlib.suppress(TimeoutError):
+                while back < sent:
+                    reply, _ = alice.recvfrom(65535)
+                    assert parse_udp(reply) == (target, payload(DATAGRAM))
+                    back += 1
+        finally:
+            carol.join(30.0)
+        forwarded = at_target[relays["alice"]]
+        elapsed = time.monotonic() - started  # after the count: every admission it reflects came before
+    assert not carol.is_alive() and not errors, errors
+    assert len(echoed) == 64
+    assert forwarded >= 1, "the burst lets the first datagrams through"
+    # Both directions draw on alice's one bucket; two datagrams of slack for clocks read in other threads.
+    assert (forwarded + back) * DATAGRAM <= burst + rate * elapsed + 2 * DATAGRAM, (forwarded, back, elapsed)
+    dropped = server.server.stats.failures["udp rate limited"]
+    assert dropped > 0
+    samples = wait_connections(server, 2)
+    # Every drop counts once in the metrics too (nothing else is rate limited here).
+    assert sample(samples, "socks_sansio_rate_limited_total", kind="bytes") == server.server.stats.failures[
+        "udp rate limited"
+    ]
+    assert sample(samples, "socks_sansio_bytes_total", direction="up") >= 64 * DATAGRAM
 
 
 # ------------------------------------------------------------------ metrics
