@@ -313,8 +313,8 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
         "lowercase": b"connect x:1 HTTP/1.1",
         "empty": b"",
     }
-    # client_driver decisions: proxy(3) target(2) command(2) pipelined(1) preemptive(1) lenient(1)
-    pipelined, preemptive = 1 << 7, 1 << 8
+    # client_driver decisions: proxy(3) target(2) command(2) pipelined(1) preemptive(1) lenient(1) prepared(1)
+    pipelined, preemptive, prepared = 1 << 7, 1 << 8, 1 << 10
     client_driver = {
         "socks5h_noauth": m(b"\x05\x00" + ok + _IPV4 + b"tunnel"),
         "socks5h_userpass": m(b"\x05\x02\x01\x00" + ok + _DOMAIN, decisions=1, seed=3),
@@ -332,8 +332,17 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
         "http_407_with_body": m(b"HTTP/1.1 407 Auth\r\nContent-Length: 4\r\n\r\nbody", decisions=4, eof=True),
         "http_401": m(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic\r\n\r\n", decisions=5 | preemptive),
         "proxy_closed": m(b"", decisions=4, eof=True),
+        "socks5h_prepared_userpass": m(b"\x05\x02\x01\x00" + ok + _IPV4 + b"tunnel", decisions=1 | prepared, seed=2),
+        "socks5h_prepared_spoke_early": m(b"\x05\x00" + ok + _IPV4, decisions=prepared),
+        "socks5h_prepared_closed": m(b"\x05\x00", decisions=prepared, eof=True),
+        "socks4a_prepared": m(b"\x00\x5a\x00\x00\x00\x00\x00\x00data", decisions=2 | prepared),
+        "http_prepared_407_retry": m(b"HTTP/1.1 407 Auth\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+                                     decisions=5 | prepared, seed=6),
     }
-    # server_driver decisions: auth_required(1) allow_socks4(1) protocols(2) answers(12)
+    # server_driver decisions: auth_required(1) allow_socks4(1) protocols(2) answers(12);
+    # the first answer to a tunnel request: accept (0, 2), reject (1) + failure(3), or
+    # reject (3) + rate limited or not allowed(1) + retry_after(2)
+    rate_limited = 3 << 4 | 1 << 6
     server_driver = {
         "socks5_pipelined": m(b"\x05\x01\x00\x05\x01\x00" + _DOMAIN + b"early"),
         "socks5_auth": m(greeting + auth + b"\x05\x01\x00" + _IPV4 + b"data", decisions=1),
@@ -351,6 +360,9 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
         "tls": m(b"\x16\x03\x01\x00\x10"),
         "eof_after_request": m(b"\x05\x01\x00\x05\x01\x00" + _IPV4, eof=True, seed=1),
         "eof_first": m(b"", eof=True),
+        "socks5_rate_limited": m(b"\x05\x01\x00\x05\x01\x00" + _IPV4, decisions=rate_limited),
+        "http_rate_limited_retry_after": m(request, decisions=rate_limited | 2 << 7),
+        "http_not_allowed_retry_after": m(request, decisions=3 << 4 | 1 << 7),
     }
     return {
         "socks5_client": s5_client, "socks5_server": s5_server, "socks4_client": s4_client,

@@ -149,10 +149,11 @@ class Decisions:
         return bool(self.take(1))
 
 
-def _same(kind: str, whole: object, chunked: object) -> None:
+def _same(kind: str, whole: object, chunked: object, names: tuple[str, str] = ("whole", "chunked")) -> None:
     if whole != chunked:
-        raise Finding(f"{kind}: fed whole and in chunks gave different outcomes:\n  whole:   {whole!r}\n"
-                      f"  chunked: {chunked!r}")
+        what = "fed whole and in chunks" if names == ("whole", "chunked") else " and ".join(names)
+        raise Finding(f"{kind}: {what} gave different outcomes:\n  {names[0] + ':':10}{whole!r}\n"
+                      f"  {names[1] + ':':10}{chunked!r}")
 
 
 # -- the generic engine for the connection classes ----------------------------------
@@ -622,6 +623,7 @@ def check_client_driver(payload: bytes, sizes: Sequence[int], eof: bool, decisio
     pipelined = config.flag()
     preemptive = config.flag()
     lenient = config.flag()
+    prepared = config.flag() and not pipelined
     if proxy.protocol is ProxyProtocol.SOCKS4 and (command is Command.UDP_ASSOCIATE or target.atype == 4):
         command, target = Command.CONNECT, _TARGET_DOMAIN
     if proxy.protocol is ProxyProtocol.HTTP:
@@ -629,9 +631,16 @@ def check_client_driver(payload: bytes, sizes: Sequence[int], eof: bool, decisio
         if target.port == 0:
             target = _TARGET_DOMAIN
 
-    def run(chunks: Sequence[int] | None) -> tuple[object, ...]:
-        handshake = ClientHandshake(proxy, target, command=command, pipelined=pipelined,
+    def run(chunks: Sequence[int] | None, prepare: bool = False) -> tuple[object, ...]:
+        # prepare: built with target=None (a pool's connection); request() as soon as it is READY.
+        handshake = ClientHandshake(proxy, None if prepare else target, command=command, pipelined=pipelined,
                                     preemptive_auth=preemptive, lenient_auth_version=lenient)
+
+        def request_when_ready() -> None:
+            if prepare and handshake.status is HandshakeStatus.READY:
+                handshake.request(target, command=command)
+
+        request_when_ready()
         sent = handshake.data_to_send()  # everything sent, however the answers were cut
         pieces = pieces_of(payload, [len(payload)] if chunks is None else chunks)
         if eof:
@@ -645,15 +654,26 @@ def check_client_driver(payload: bytes, sizes: Sequence[int], eof: bool, decisio
                 _check_refusal(exc)
                 sent += handshake.data_to_send()
                 return sent, ("error", type(exc), getattr(exc, "code", None)), handshake.status
+            request_when_ready()
             sent += handshake.data_to_send()
         trailing = handshake.trailing_data if handshake.established else None
         return sent, handshake.status, handshake.bound, handshake.bind_peer, trailing
 
     whole = run(None)
-    _same("ClientHandshake", whole, run(sizes))
+    chunked = run(sizes)
+    _same("ClientHandshake", whole, chunked)
     # The driver must reach ESTABLISHED only through the protocol's success reply.
     if HandshakeStatus.ESTABLISHED in whole and not payload:
         raise Finding("established without any answer from the proxy")
+    if prepared:
+        # A prepared handshake whose proxy stayed silent while it was READY (here: READY was
+        # reached at the end of a piece) sends the same octets and ends the same way as a
+        # normal one; a proxy that spoke while it was READY is an error, raised in READY.
+        for chunks, normal in ((None, whole), (sizes, chunked)):
+            outcome = run(chunks, prepare=True)
+            if outcome[-1] is HandshakeStatus.READY and isinstance(outcome[1], tuple):
+                continue
+            _same("ClientHandshake", normal, outcome, ("normal", "prepared"))
 
 
 def _check_refusal(exc: ProxyError) -> None:
@@ -723,6 +743,9 @@ def _decide(server: ServerHandshake, d: Decisions) -> None:
     choice = d.take(2)
     if choice == 1:
         server.reject(list(Failure)[d.take(3)])
+        return
+    if choice == 3:  # e.g. over a rate limit: the wait rounds up to whole seconds (HTTP Retry-After)
+        server.reject(Failure.RATE_LIMITED if d.flag() else Failure.NOT_ALLOWED, retry_after=d.take(2) * 0.75)
         return
     server.accept(_TARGETS[d.take(2)])
     if server.status is ServerStatus.AWAITING_BIND_PEER:

@@ -40,6 +40,7 @@ from ._errors import (
     LocalProtocolError,
     ProxyAuthError,
     ProxyConnectionError,
+    ProxyError,
     ProxyProtocolError,
     ProxyRefusedError,
     RemoteProtocolError,
@@ -306,19 +307,13 @@ class ClientHandshake:
             ProxyConnectionError: the proxy closed the connection mid-handshake.
 
         In status ``READY`` the proxy must be silent: any octet is a
-        ``ProxyProtocolError``, and ``b""`` a ``ProxyConnectionError``.
+        ``ProxyProtocolError`` (also one that came in the same segment as the
+        answer that made the handshake ``READY``), and ``b""`` a
+        ``ProxyConnectionError``.
         """
         status = self._status
         if status is _READY:
-            if data:
-                raise ProxyProtocolError(
-                    f"the {self._name} proxy sent {len(data)} octets on a prepared connection, before our request",
-                    proxy=self._proxy.redacted(),
-                )
-            raise ProxyConnectionError(
-                f"the {self._name} proxy closed the prepared connection before our request",
-                proxy=self._proxy.redacted(),
-            )
+            raise self._not_silent(len(data))
         conn = self._conn
         conn.receive_data(data)
         buffer = conn._buffer  # read only: is anything left to parse?
@@ -348,6 +343,22 @@ class ClientHandshake:
             if not buffer.data and not buffer.eof:
                 return  # nothing left to parse: next_event() could only say NEED_DATA or PAUSED
             status = self._status
+        if status is _READY:
+            # Prepared, and the octets that made it READY came with more: the proxy spoke
+            # before our request, just as if they had come in a later segment.
+            raise self._not_silent(len(buffer.data))
+
+    def _not_silent(self, octets: int) -> ProxyError:
+        """The error for a proxy that sent *octets* (0: closed) while the handshake was READY."""
+        if octets:
+            return ProxyProtocolError(
+                f"the {self._name} proxy sent {octets} octets on a prepared connection, before our request",
+                proxy=self._proxy.redacted(),
+            )
+        return ProxyConnectionError(
+            f"the {self._name} proxy closed the prepared connection before our request",
+            proxy=self._proxy.redacted(),
+        )
 
     # -- SOCKS5 -------------------------------------------------------------------------
 

@@ -509,6 +509,25 @@ def test_a_prepared_connection_must_stay_silent(scheme: str) -> None:
         ready().receive_data(b"")
 
 
+@pytest.mark.parametrize(
+    ("proxy", "answers"),
+    [
+        ("socks5h://proxy.test:1080", b"\x05\x00"),
+        ("socks5h://alice:secret@proxy.test:1080", b"\x05\x02\x01\x00"),
+    ],
+)
+def test_octets_after_the_answer_that_made_it_ready_are_not_kept(proxy: str, answers: bytes) -> None:
+    # Fuzz finding (client_driver, prepared mode): octets in the same segment as the
+    # answer that made the handshake READY were kept in the buffer and later read as
+    # the reply to a request not yet sent; in a later segment they were an error.
+    reply = b"\x05\x00\x00\x01\xc0\x00\x02\x07\x00\x50"
+    client = ClientHandshake(ProxyURL.parse(proxy), None)
+    client.data_to_send()
+    with pytest.raises(ProxyProtocolError, match="sent 10 octets on a prepared connection"):
+        client.receive_data(answers + reply)
+    assert client.status is HandshakeStatus.READY
+
+
 def test_prepared_auth_refusal_is_an_auth_error() -> None:
     client = ClientHandshake(ProxyURL.parse("socks5h://alice:wrong@proxy.test:1080"), None)
     with pytest.raises(ProxyAuthError, match="rejected the username and password"):
