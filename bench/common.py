@@ -244,28 +244,29 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 def cpu_seconds(pid: int | None = None) -> float:
     """user+system CPU seconds consumed so far by process ``pid`` (default: this one).
 
-    Another process is read from ``/proc/<pid>/task/*/schedstat`` (nanoseconds,
-    summed over its threads) where the kernel has it, else from
-    ``/proc/<pid>/stat`` (whole clock ticks, 10 ms: too coarse for the CPU of a
-    few quick connects through a C proxy).
+    Another process is read twice, and the larger figure is returned:
+    ``/proc/<pid>/stat`` counts every thread that ever ran, but in whole clock
+    ticks (10 ms: too coarse for a few quick connects), and
+    ``/proc/<pid>/task/*/schedstat`` counts nanoseconds, but only for the
+    threads alive now (a server with a thread per connection, such as
+    microsocks, loses each connection's time when its thread exits).
     """
     if pid is None or pid == os.getpid():
         t = os.times()
         return t.user + t.system
-    try:
-        total = 0
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as fh:
-                total += int(fh.read().split()[0])
-        return total / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         data = fh.read()
     # Field 2 (comm) may contain spaces; it is parenthesised, so split after ')'.
     fields = data[data.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / _CLK_TCK
+    ticks = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    try:
+        live = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as fh:
+                live += int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return ticks
+    return max(ticks, live / 1e9)
 
 
 def rss_bytes(pid: int | None = None) -> int:

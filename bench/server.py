@@ -6,8 +6,8 @@ from outside, in the same run as its peers:
 * ``server-connect``: SOCKS5 CONNECTs through the proxy, one after the other
   (sequential) and from many concurrent clients (each doing several connects
   in a row), with the p50/p99 latency of one connect (TCP connect to the reply)
-  and the proxy's CPU seconds per connect (``bench.common.cpu_seconds``:
-  the kernel's per-thread run time in nanoseconds, before/after).
+  and the proxy's CPU seconds per connect (``bench.common.cpu_seconds``
+  before/after).
 * ``server-relay``: a separate client process pushes N bytes (1 MiB
   ``sendall``) through the tunnel into a sink that reads with ``recv_into`` a
   preallocated buffer; MB/s, and the proxy's CPU seconds per GiB. A direct
