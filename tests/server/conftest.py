@@ -30,6 +30,7 @@ the library under test: RFC 1928 (SOCKS5), RFC 1929, SOCKS4/4a, HTTP CONNECT.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import os
@@ -269,7 +270,12 @@ class ServerPool:
         return None
 
     def close(self) -> None:
-        stop_all([*self.shared.values(), *self.spare])
+        processes = [*self.shared.values(), *self.spare]
+        try:
+            for process in processes:  # one still starting (a loaded machine) would die of SIGTERM unhandled
+                process.wait_ready()
+        finally:
+            stop_all(processes)
 
 
 class ProxyFactory:
@@ -426,8 +432,9 @@ def echo() -> Iterator[ThreadedServer]:
 
 
 @contextlib.contextmanager
-def udp_echo_server() -> Iterator[tuple[str, int]]:
-    """A UDP echo server on 127.0.0.1, in a thread; yields its address."""
+def counting_udp_echo() -> Iterator[tuple[tuple[str, int], collections.Counter[tuple[str, int]]]]:
+    """A UDP echo server on 127.0.0.1, in a thread; yields its address and how many datagrams came from where."""
+    received: collections.Counter[tuple[str, int]] = collections.Counter()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((HOST, 0))
     sock.settimeout(0.05)
@@ -441,16 +448,24 @@ def udp_echo_server() -> Iterator[tuple[str, int]]:
                 continue
             except OSError:
                 return
+            received[peer[:2]] += 1
             sock.sendto(data, peer)
 
     thread = threading.Thread(target=loop, name="udp-echo", daemon=True)
     thread.start()
     try:
-        yield sock.getsockname()[:2]
+        yield sock.getsockname()[:2], received
     finally:
         stop.set()
         thread.join(TIMEOUT)
         sock.close()
+
+
+@contextlib.contextmanager
+def udp_echo_server() -> Iterator[tuple[str, int]]:
+    """A UDP echo server on 127.0.0.1, in a thread; yields its address."""
+    with counting_udp_echo() as (address, _):
+        yield address
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
 import contextlib
 import hashlib
 import ipaddress
@@ -46,6 +45,7 @@ from .conftest import (
     UDP_TIMEOUT,
     InProcessProxy,
     ProxyFactory,
+    counting_udp_echo,
     http_connect_request,
     http_status,
     parse_udp,
@@ -434,36 +434,6 @@ def test_a_throttled_tunnel_is_not_closed_as_idle(start_server: Callable[..., Ru
 
 UDP_ASSOCIATE = 3
 DATAGRAM = 1024  # payload octets of each datagram
-
-
-@contextlib.contextmanager
-def counting_udp_echo() -> Iterator[tuple[tuple[str, int], collections.Counter[tuple[str, int]]]]:
-    """A UDP echo target on 127.0.0.1 in a thread; yields its address and how many datagrams came from where."""
-    received: collections.Counter[tuple[str, int]] = collections.Counter()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((HOST, 0))
-    sock.settimeout(0.05)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                data, peer = sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            received[peer[:2]] += 1
-            sock.sendto(data, peer)
-
-    thread = threading.Thread(target=loop, name="udp-echo", daemon=True)
-    thread.start()
-    try:
-        yield sock.getsockname()[:2], received
-    finally:
-        stop.set()
-        thread.join(TIMEOUT)
-        sock.close()
 
 
 def udp_associate(server: Running, user: str, udp: socket.socket) -> tuple[socket.socket, tuple[str, int]]:
