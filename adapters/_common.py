@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Final, final
@@ -35,8 +36,10 @@ __all__ = [
     "Deadline",
     "Hop",
     "ProxySpec",
+    "SockAddr",
     "advertised",
     "describe_target",
+    "literal_sockaddr",
     "logger",
     "plan_hops",
     "proxies_from_environment",
@@ -202,3 +205,19 @@ def advertised(bound: Address, proxy_host: Host | str) -> Address:
     if isinstance(bound.host, ipaddress.IPv4Address | ipaddress.IPv6Address) and bound.host.is_unspecified:
         return Address(proxy_host, bound.port)
     return bound
+
+
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
+
+def literal_sockaddr(address: Address) -> tuple[socket.AddressFamily, SockAddr] | None:
+    """The family and socket address of an IP literal, as ``getaddrinfo`` gives them; ``None`` for a name.
+
+    An IPv6 address with a zone (``fe80::1%eth0``) is left to ``getaddrinfo``, which knows the zone's index.
+    """
+    host = address.host
+    if type(host) is ipaddress.IPv4Address:
+        return socket.AF_INET, (str(host), address.port)
+    if type(host) is ipaddress.IPv6Address and host.scope_id is None:
+        return socket.AF_INET6, (str(host), address.port, 0, 0)
+    return None

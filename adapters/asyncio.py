@@ -1226,15 +1226,18 @@ class _Prepared:
 
 
 async def _finish(
-    prepared: _Prepared, target: Address, options: _Options, progress: _Progress
+    prepared: _Prepared, asked: Address, target: Address, options: _Options, progress: _Progress
 ) -> _Opened:
-    """Complete a prepared connection: CONNECT to *target* (one round trip), then TLS to it if asked."""
+    """Complete a prepared connection: CONNECT to *asked* (one round trip), then TLS to *target* if asked.
+
+    *asked* is *target* as the proxy must see it (resolved here for ``socks5://`` and ``socks4://``).
+    """
     started = time.monotonic()
     link, handshake = prepared.link, prepared.handshake
     timing = _Timing()
     with _aborted_on_error(link, progress):
         progress.proxy = handshake.proxy.redacted()
-        handshake.request(await _resolve(handshake.proxy, target, progress))
+        handshake.request(asked)
         progress.step = f"{handshake.proxy.protocol.name} request for CONNECT {handshake.target} (pooled connection)"
         logger.debug("asyncio: %s via %s", progress.step, progress.proxy)
         await _run_handshake(link, handshake)
@@ -1345,7 +1348,9 @@ class ProxyPool:
     async def _maintain(self) -> None:
         """Keep *size* connections ready; close the expired ones; back off while preparing fails."""
         backoff = 0.0
-        while True:
+        # The closed check ends the task even when aclose()'s cancellation is lost: on Python
+        # 3.10 and 3.11, wait_for() drops one that arrives once the event it awaits is set.
+        while not self._idle.closed:
             self._wake.clear()
             _abort_all(self._idle.expired())
             wanted = self._idle.start_refills()
@@ -1397,7 +1402,14 @@ class ProxyPool:
         _abort_all(doomed)
         if prepared is not None:
             try:
-                opened = await _finish(prepared, target, options, progress)
+                # Resolved outside _finish: a name that does not resolve here is the caller's
+                # error (raised as a cold connect raises it), not a broken connection to retry cold.
+                asked = await _resolve(prepared.handshake.proxy, target, progress)
+            except BaseException:
+                prepared.link.abort()
+                raise
+            try:
+                opened = await _finish(prepared, asked, target, options, progress)
             except ProxyConnectionError as exc:
                 self._idle.lost()
                 logger.debug("asyncio: pool: the prepared connection broke (%s); connecting cold", exc)
@@ -1456,11 +1468,13 @@ class ProxyPool:
         """
         _abort_all(self._idle.close())
         self._changed.set()
-        if self._maintainer is not None:
-            self._maintainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintainer
+        maintainer = self._maintainer
+        if maintainer is not None:
+            maintainer.cancel()
+            await asyncio.wait({maintainer})  # a cancellation of this call is not swallowed
             self._maintainer = None
+            if not maintainer.cancelled():
+                maintainer.result()  # None, or what broke the background task
 
     async def __aenter__(self) -> ProxyPool:
         self._start()

@@ -209,7 +209,7 @@ class ProxyServer:
         server_logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
         if self.metrics.address is not None:
             host, port = self.metrics.address
-            server_logger.info("metrics on http://%s/metrics", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            server_logger.info("metrics on http://%s/metrics", Address(host, port).authority)
         server_logger.info(
             "relay: %s",
             "splice() for plain-TCP CONNECT tunnels, copying for the rest"

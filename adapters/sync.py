@@ -76,6 +76,7 @@ from ._common import (
     Hop,
     ProxySpec,
     advertised,
+    literal_sockaddr,
     logger,
     plan_hops,
     proxies_from_environment,
@@ -438,22 +439,6 @@ class _Step:
             raise ProxyConnectionError(f"{self.what} failed: {exc}", proxy=proxy) from exc
 
 
-_SockAddr = tuple[str, int] | tuple[str, int, int, int]
-
-
-def _literal_sockaddr(address: Address) -> tuple[socket.AddressFamily, _SockAddr] | None:
-    """The family and socket address of an IP literal, as ``getaddrinfo`` gives them; ``None`` for a name.
-
-    An IPv6 address with a zone (``fe80::1%eth0``) is left to ``getaddrinfo``, which knows the zone's index.
-    """
-    host = address.host
-    if type(host) is ipaddress.IPv4Address:
-        return socket.AF_INET, (str(host), address.port)
-    if type(host) is ipaddress.IPv6Address and host.scope_id is None:
-        return socket.AF_INET6, (str(host), address.port, 0, 0)
-    return None
-
-
 @final
 class _Call:
     """One call's deadline, options and timings, and the blocking steps it is made of."""
@@ -494,7 +479,7 @@ class _Call:
             logger.debug("%s: TCP connect to %s", hop.describe() if hop else "direct", address)
         start = time.monotonic()
         with self.step(what, hop):
-            literal = _literal_sockaddr(address)
+            literal = literal_sockaddr(address)
             infos: Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[object, ...]]]
             if literal is not None:  # what getaddrinfo would answer, without asking it
                 infos = ((literal[0], socket.SOCK_STREAM, socket.IPPROTO_TCP, "", literal[1]),)

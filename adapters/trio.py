@@ -28,7 +28,6 @@ with frames, HTTP requests and timings), :func:`open_udp_association`
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import ssl as _ssl
@@ -66,6 +65,7 @@ from ._common import (
     Hop,
     ProxySpec,
     advertised,
+    literal_sockaddr,
     logger,
     plan_hops,
     proxies_from_environment,
@@ -276,19 +276,6 @@ def _scope(timeout: float | None) -> trio.CancelScope:
     return trio.CancelScope() if timeout is None else trio.move_on_after(timeout)
 
 
-def _literal_sockaddr(address: Address) -> tuple[int, tuple[str, int] | tuple[str, int, int, int]] | None:
-    """The family and socket address of an IP literal, as ``getaddrinfo`` gives them; ``None`` for a name.
-
-    An IPv6 address with a zone (``fe80::1%eth0``) is left to ``getaddrinfo``, which knows the zone's index.
-    """
-    host = address.host
-    if type(host) is ipaddress.IPv4Address:
-        return tsocket.AF_INET, (str(host), address.port)
-    if type(host) is ipaddress.IPv6Address and host.scope_id is None:
-        return tsocket.AF_INET6, (str(host), address.port, 0, 0)
-    return None
-
-
 async def _open_tcp_stream(address: Address) -> trio.SocketStream:
     """``trio.open_tcp_stream(address.host_str, address.port)``, with the same result and errors.
 
@@ -296,7 +283,7 @@ async def _open_tcp_stream(address: Address) -> trio.SocketStream:
     to find nor for happy eyeballs to race: its socket is connected directly,
     without the nursery and tasks ``trio.open_tcp_stream`` spends on the race.
     """
-    literal = _literal_sockaddr(address)
+    literal = literal_sockaddr(address)
     if literal is None:
         return await trio.open_tcp_stream(address.host_str, address.port)
     family, sockaddr = literal

@@ -259,8 +259,7 @@ class TrioProxyServer:
             server_logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
             if self.metrics.address is not None:
                 host, port = self.metrics.address
-                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                server_logger.info("metrics on http://%s/metrics", where)
+                server_logger.info("metrics on http://%s/metrics", Address(host, port).authority)
             async with trio.open_nursery() as clients:
                 if self.config.stats_interval > 0:
                     clients.start_soon(self._log_stats)

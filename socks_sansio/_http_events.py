@@ -77,17 +77,15 @@ def _headers(value: HeadersInput) -> Headers:
         return ()  # the default
     if isinstance(value, str | bytes | bytearray | memoryview):
         raise TypeError("headers must be a sequence of (name, value) pairs, not a string")
-    out = []
+    pairs = []
     for item in value:
         if not isinstance(item, tuple | list) or len(item) != 2:
             raise TypeError(f"each header must be a (name, value) pair, not {item!r}")
-        name, field = to_bytes(item[0]), to_bytes(item[1]).strip(_OWS)
+        name = to_bytes(item[0])
         if not TOKEN.fullmatch(name):
             raise LocalProtocolError(f"header name {name!r} is not a token (RFC 9110 §5.1)")
-        if not FIELD_TEXT.fullmatch(field):
-            raise LocalProtocolError(f"value of header {name!r} {_control_problem(field)}")
-        out.append((name, field))
-    return tuple(out)
+        pairs.append((name, to_bytes(item[1])))
+    return field_values(pairs)
 
 
 def field_values(fields: Iterable[tuple[bytes, bytes]]) -> Headers:

@@ -42,6 +42,7 @@ from typing import Final, Literal, final
 import attrs
 
 from ._errors import LocalProtocolError
+from ._validators import to_bytes
 
 __all__ = ["Rate", "RateLimitConfig", "RateLimits", "TokenBucket"]
 
@@ -174,7 +175,7 @@ class Rate:
 def _names(names: Iterable[str | bytes]) -> frozenset[bytes]:
     if isinstance(names, (str, bytes)):
         raise LocalProtocolError(f"exempt_users is a collection of names, not one name {names!r}")
-    return frozenset(name.encode() if isinstance(name, str) else bytes(name) for name in names)
+    return frozenset(to_bytes(name) for name in names)
 
 
 @final
@@ -268,6 +269,8 @@ class RateLimits:
         Raises:
             LocalProtocolError: *n* is negative.
         """
+        if not n >= 0:
+            raise LocalProtocolError(f"cannot take {n!r} bytes")
         pause = 0.0
         for bucket in self._pick(user, client, now, "bytes_per_user", "bytes_per_client"):
             pause = max(pause, bucket.take(n, now))

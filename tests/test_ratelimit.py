@@ -257,6 +257,13 @@ def test_negative_byte_counts_are_local_errors() -> None:
         limits.admit_bytes(None, HOME, -1, now=0)
 
 
+def test_negative_byte_counts_are_local_errors_without_byte_limits_too() -> None:
+    limits = RateLimits(RateLimitConfig(tunnels_per_client=Rate(1, 1)))
+    with pytest.raises(LocalProtocolError, match="cannot take -1 bytes"):
+        limits.take_bytes(ALICE, HOME, -1, now=0)
+    assert len(limits) == 0
+
+
 # -- datagrams: admitted or dropped ---------------------------------------------------------
 
 
@@ -394,3 +401,5 @@ def test_exempt_names_may_be_text_but_not_one_bare_name() -> None:
     assert RateLimitConfig(exempt_users=["zoë", b"bob"]).exempt_users == frozenset({"zoë".encode(), b"bob"})
     with pytest.raises(LocalProtocolError, match="collection of names"):
         RateLimitConfig(exempt_users="alice")
+    with pytest.raises(TypeError, match="expected bytes or str, not int"):
+        RateLimitConfig(exempt_users=[5])  # type: ignore[list-item]

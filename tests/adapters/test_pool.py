@@ -27,7 +27,7 @@ from socks_sansio.adapters import trio as trio_adapter
 from socks_sansio.adapters._common import ConnectionInfo
 from socks_sansio.adapters._pool import IdleConnections, PoolStats
 
-from socks_sansio import ProxyAuthError, ProxyURL
+from socks_sansio import LocalProtocolError, ProxyAuthError, ProxyConnectionError, ProxyURL
 
 from ..peer_servers import DANTE_PASSWORD, DANTE_USER, dante_server, microsocks_server
 from .servers import SOCKS5_OK, TIMEOUT, ThreadedServer, echo, echo_server, recv_exactly, serve
@@ -471,3 +471,69 @@ def test_a_closed_pool_refuses_calls(backend: str) -> None:
                     await inner.open_tunnel(*server.address)
 
         run_on(backend, scenario)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_name_that_does_not_resolve_locally_is_not_retried_cold(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """socks5:// resolves the target here: a lookup failure is the caller's error, not a broken connection."""
+    lookups: list[str] = []
+
+    def refuse(host: Any) -> None:
+        lookups.append(host.decode() if isinstance(host, bytes) else host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with scripted() as (_, server):
+        url = f"socks5://127.0.0.1:{server.port}"
+
+        async def scenario(open_pool: Callable[..., Any]) -> None:
+            if backend == "sync":
+                monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kwargs: refuse(host))
+            elif backend == "asyncio":
+
+                async def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+                    refuse(host)
+
+                monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+            else:
+
+                class Refusing(trio.abc.HostnameResolver):
+                    async def getaddrinfo(self, host: Any, *args: Any, **kwargs: Any) -> Any:
+                        refuse(host)
+
+                    async def getnameinfo(self, *args: Any) -> Any:
+                        raise AssertionError("not used")
+
+                trio.socket.set_custom_hostname_resolver(Refusing())
+            async with open_pool(url, size=1) as pool:
+                await pool.fill()
+                with pytest.raises((OSError, ProxyConnectionError), match="Name or service not known") as caught:
+                    await pool.echo(("nowhere.example", 7))
+                if not isinstance(caught.value, socket.gaierror):  # asyncio words it as the proxy's
+                    assert isinstance(caught.value.__cause__, socket.gaierror)
+                assert lookups == ["nowhere.example"]  # no cold connect asked again
+                assert pool.stats.misses == 0
+
+        run_on(backend, scenario)
+
+
+def test_asyncio_pool_closes_right_after_a_call_that_failed_at_once() -> None:
+    """aclose() may cancel the background task just as it is woken (a call took a connection).
+
+    On Python 3.10 and 3.11, ``asyncio.wait_for`` drops a cancellation that
+    arrives once the awaited event is set: the task must still end.
+    """
+    with scripted() as (_, server):
+
+        async def scenario() -> None:
+            pool = aio_adapter.ProxyPool(f"socks4://127.0.0.1:{server.port}", size=1)
+            await pool.fill()
+            with pytest.raises(LocalProtocolError, match="IPv6"):
+                await pool.open_tunnel("::1", 7)  # no IPv6 through SOCKS4: fails before any I/O
+            closer = asyncio.ensure_future(pool.aclose())
+            done, _ = await asyncio.wait({closer}, timeout=IO)
+            assert closer in done, "aclose() did not return"
+            closer.result()
+
+        asyncio.run(scenario())
