@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real third-party proxy peers used by tests/test_peer_servers.py
-# (and later interop tests): dante-server (danted), microsocks, tinyproxy, curl.
+# and the server suites: dante-server (danted), microsocks, tinyproxy, curl, haproxy
+# (the load balancer in front of a fleet) and redis-server (shared rate limits).
 #
 # Run as root, non-interactively, e.g. in CI:  bash .ci/install-peers.sh
 # Idempotent: safe to run again. Never leaves a service listening on the default
@@ -9,7 +10,7 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PEER_PACKAGES=(dante-server microsocks tinyproxy curl)
+PEER_PACKAGES=(dante-server microsocks tinyproxy curl haproxy redis-server)
 PEER_USER=sockstest
 PEER_PASS=sockstest-pass
 POLICY=/usr/sbin/policy-rc.d
@@ -51,7 +52,7 @@ fi
 
 # Belt and braces: stop and disable the system services in case something started
 # them anyway (a host without policy-rc.d support, an earlier manual install).
-for svc in danted tinyproxy microsocks; do
+for svc in danted tinyproxy microsocks haproxy redis-server; do
     if command -v systemctl >/dev/null 2>&1; then
         if [ -d /run/systemd/system ]; then
             systemctl stop "$svc" >/dev/null 2>&1 || true
@@ -67,7 +68,7 @@ done
 # Anything still running from a system-wide config (not our test instances, which
 # use configs in temp dirs) is killed by its exact pid file.
 for pidfile in /run/danted.pid /var/run/danted.pid /run/tinyproxy/tinyproxy.pid \
-               /var/run/tinyproxy/tinyproxy.pid; do
+               /var/run/tinyproxy/tinyproxy.pid /run/haproxy.pid /run/redis/redis-server.pid; do
     if [ -s "$pidfile" ]; then
         kill "$(cat "$pidfile")" >/dev/null 2>&1 || true
         rm -f "$pidfile"
@@ -85,11 +86,11 @@ echo "${PEER_USER}:${PEER_PASS}" | chpasswd
 for pkg in "${PEER_PACKAGES[@]}"; do
     dpkg-query -W -f='${Package} ${Version}\n' "$pkg"
 done
-for bin in danted microsocks tinyproxy curl; do
+for bin in danted microsocks tinyproxy curl haproxy redis-server; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install-peers.sh: $bin not on PATH" >&2; exit 1; }
 done
 if command -v ss >/dev/null 2>&1; then
-    if ss -ltn | awk '{print $4}' | grep -Eq ':(1080|8888)$'; then
+    if ss -ltn | awk '{print $4}' | grep -Eq ':(1080|8888|6379)$'; then
         echo "install-peers.sh: warning: something listens on 1080/8888:" >&2
         ss -ltnp | grep -E ':(1080|8888) ' >&2 || true
     fi
