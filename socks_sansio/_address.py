@@ -5,6 +5,13 @@ or a domain name. Domain names are stored as the octets that go on the wire
 (ASCII, IDNA-encoded when given as a Unicode string), 1 to 255 of them, as
 RFC 1928 §5 allows; storing octets means a name received from a peer is kept
 exactly, whatever it contains, and never needs decoding to be forwarded.
+
+IDNA means IDNA 2008 with UTS #46 non-transitional mapping, as in curl
+(libidn2), browsers and requests: ``straße.de`` is ``xn--strae-oqa.de``, not
+IDNA 2003's ``strasse.de``. Only a string holding a non-ASCII character is
+converted, and IDNA's rules apply only to its labels that hold a non-ASCII
+character: ASCII names and labels are kept as typed (case and ``_`` included).
+:mod:`socks_sansio._idna` holds the conversion and the reasons for these choices.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import attrs
 
 from ._codes import AddressType
 from ._errors import LocalProtocolError
+from ._idna import encode_unicode_host
 
 __all__ = ["Address", "Host", "checked_domain", "trusted_address"]
 
@@ -39,14 +47,10 @@ def _to_host(value: object) -> Host:
                 pass
         if value.isascii():
             return _domain(value.encode("ascii"))
-        try:
-            encoded = value.encode("idna")
-        except UnicodeError as exc:
-            raise LocalProtocolError(f"host {value!r} is not a valid internationalised domain name: {exc}") from None
-        try:  # IDNA maps e.g. fullwidth digits to ASCII: the result may spell an IP address
-            return ipaddress.ip_address(encoded.decode("ascii"))
-        except ValueError:
-            return _domain(encoded)
+        # UTS #46 + IDNA 2008 (see _idna). Mapping turns e.g. fullwidth digits into
+        # ASCII, so the result may be the IP address the name spells.
+        host = encode_unicode_host(value, f"host {value!r}")
+        return _domain(host) if isinstance(host, bytes) else host
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return value
     if isinstance(value, bytes | bytearray | memoryview):
@@ -83,13 +87,16 @@ class Address:
 
     Args:
         host: an IP address object, a string (an IP literal becomes an IP address;
-            anything else is a domain name, IDNA-encoded if it is not ASCII), or the
+            anything else is a domain name, encoded with UTS #46 and IDNA 2008 if it
+            is not ASCII; one that maps to an IP literal is that address), or the
             domain name's octets.
         port: 0 to 65535.
 
     Raises:
         LocalProtocolError: a domain that is empty, longer than 255 octets, holds a
-            control character or space, or cannot be IDNA-encoded; a port out of range.
+            control character or space, or is not a valid IDNA 2008 host name (a
+            non-ASCII label with a code point IDNA 2008 forbids, such as an emoji,
+            or over 63 octets once encoded); a port out of range.
         TypeError: a host or port of the wrong Python type.
     """
 

@@ -15,7 +15,10 @@ The steps, in curl's order:
 A variable that is unset, empty or only whitespace counts as unset.
 
 ``NO_PROXY`` is a list separated by commas and/or whitespace; matching is
-case-insensitive. :class:`NoProxy` holds a parsed list. Entries:
+case-insensitive. Names that are not ASCII are compared in the form
+:class:`~socks_sansio.Address` sends (UTS #46 and IDNA 2008, through the same
+helper), so ``bücher.example`` and ``xn--bcher-kva.example`` are the same entry
+or target. :class:`NoProxy` holds a parsed list. Entries:
 
 * ``*`` matches every host.
 * a name (``example.com``, ``.example.com`` or ``*.example.com``, all the same)
@@ -41,6 +44,7 @@ import attrs
 
 from ._address import Host
 from ._errors import LocalProtocolError
+from ._idna import encode_unicode_host
 from ._proxy_url import ProxyURL
 
 __all__ = ["NoProxy", "select_proxy"]
@@ -69,16 +73,24 @@ class _Rule:
         return self.network is not None and host.version == self.network.version and host in self.network
 
 
-def _normalise_name(text: str, what: str) -> bytes:
-    """Lowercase ASCII octets of a host name (IDNA-encoded if needed), without a trailing dot."""
-    text = text.lower().rstrip(".")
-    if not text:
+def _normalise_name(text: str, what: str) -> bytes | _IP:
+    """Lowercase ASCII octets of a host name without a trailing dot, or the IP address it spells.
+
+    A non-ASCII name is encoded exactly as :class:`~socks_sansio.Address` encodes it
+    (UTS #46 and IDNA 2008, one shared helper), so an entry written in Unicode
+    matches the punycode form and the other way round, and a name that maps to
+    an IP literal (fullwidth digits) is that address, as it is for ``Address``.
+    """
+    stripped = text.rstrip(".")
+    if not stripped:
         raise LocalProtocolError(f"{what} is empty")
-    if not text.isascii():
-        try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise LocalProtocolError(f"{what} is not a valid internationalised domain name") from None
+    if not stripped.isascii():
+        # One trailing dot is passed on: with it, a name that spells an IP literal stays a name, as in Address.
+        host = encode_unicode_host(stripped + "." if stripped != text else stripped, what)
+        if not isinstance(host, bytes):
+            return host
+        stripped = host.decode("ascii").rstrip(".")  # that dot, or a trailing U+3002 and the like
+    text = stripped.lower()
     bad = sorted(set(text) - _NAME_CHARS)
     if bad:
         raise LocalProtocolError(f"{what} contains {bad[0]!r}, which a host name cannot hold")
@@ -123,7 +135,10 @@ def _parse_entry(entry: str, variable: str) -> _Rule:
         if ":" in host:
             raise LocalProtocolError(f"{variable}: entry {entry!r} is not an IPv6 address") from None
     name = host.removeprefix("*.").removeprefix(".")
-    return _Rule(name=_normalise_name(name, f"{variable}: entry {entry!r}"), port=port)
+    normalised = _normalise_name(name, f"{variable}: entry {entry!r}")
+    if not isinstance(normalised, bytes):  # a Unicode spelling of an address, e.g. fullwidth digits
+        return _Rule(network=ipaddress.ip_network(normalised), port=port)
+    return _Rule(name=normalised, port=port)
 
 
 def _target_host(host: Host | str) -> bytes | _IP:

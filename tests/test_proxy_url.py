@@ -122,7 +122,7 @@ def test_empty_username_and_password_are_kept_apart_from_none() -> None:
         ("socks5://pro xy.example", "control character or space"),
         ("socks5://pro<xy.example", "contains '<'"),
         ("socks5://proxy.example%2F", "contains '%'"),
-        ("socks5://a..b\u2028", "not a valid internationalised domain name"),
+        ("socks5://a..b\u2028", "not a valid IDNA 2008 host name"),
         ("socks5://user:p%zzss@proxy.example", "password in the proxy URL has a '%' that is not followed"),
         ("socks5://us%4@proxy.example", "username in the proxy URL has a '%'"),
         ("socks5://user:p%@proxy.example", "password"),
