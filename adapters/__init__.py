@@ -1,13 +1,16 @@
 """I/O bindings of socks-sansio, installed as ``socks_sansio.adapters``.
 
-Each backend lives in its own module (``sync``, ``asyncio``, ``trio``) and imports
-only its own I/O library; importing this package imports none of them. It
-exports the backend-free values the backends share in their signatures:
-:class:`RetryPolicy`, the failover policy, and :class:`PoolStats`, the
-counters of a ``ProxyPool``.
+* ``sync``, ``asyncio``, ``trio``: the clients (connect through proxies), each
+  importing only its own I/O library; importing this package imports none.
+* ``server``: the proxy server on asyncio and trio.
+* ``cli``: the ``socks-sansio`` command.
+
+It also exports the backend-free values the clients share in their
+signatures: :class:`RetryPolicy`, the failover policy, and :class:`PoolStats`,
+the counters of a ``ProxyPool`` (both from the core).
 """
 
-from ._failover import RetryPolicy as RetryPolicy
-from ._pool import PoolStats as PoolStats
+from socks_sansio import PoolStats as PoolStats
+from socks_sansio import RetryPolicy as RetryPolicy
 
 __all__ = ["PoolStats", "RetryPolicy"]

@@ -312,7 +312,7 @@ register("server-memory", memory_quick, memory_full, "RSS per 1,000 idle tunnels
 # ---------------------------------------------------------------- splice relay
 #
 # ``server-relay-splice``: the real server's two relays side by side. ``ours-asyncio``
-# relays plain-TCP CONNECT tunnels with splice() (adapters/_splice.SpliceRelay, the
+# relays plain-TCP CONNECT tunnels with splice() (adapters/server/splice.SpliceRelay, the
 # default on Linux); ``ours-asyncio-copy`` is the same server with ``--no-splice``
 # (the copying relay); ``direct`` is plain loopback. Interleaved repeats.
 
@@ -320,7 +320,7 @@ COPY = "ours-asyncio-copy"
 
 
 def _splice_runs(sizes: Sizes) -> list[Result]:
-    from socks_sansio.adapters._splice import SpliceRelay
+    from socks_sansio.adapters.server.splice import SpliceRelay
 
     if not SpliceRelay.supported():
         raise BenchSkipped("os.splice is Linux-only")

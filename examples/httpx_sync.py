@@ -31,9 +31,9 @@ from typing import Any
 
 import httpcore
 import httpx
-from socks_sansio.adapters.sync import SocketLike, TLSInTLSSocket, connect, wrap_tls
 
 from socks_sansio import ProxyError, ProxyTimeoutError, ProxyURL
+from socks_sansio.adapters.sync import SocketLike, TLSInTLSSocket, connect, wrap_tls
 
 Proxy = str | ProxyURL | Sequence[str | ProxyURL]
 

@@ -2,10 +2,35 @@
 
 Bring your own I/O: feed received bytes to a connection object, take events
 out, and send the bytes it gives you. See the README for the whole picture.
+
+Three levels, each built on the one before, none doing I/O:
+
+* the machines and codecs (``Socks5Connection``, ``HttpConnectConnection``,
+  ``parse_udp_datagram``...): one protocol, one role;
+* the drivers (``ClientHandshake``, ``ServerHandshake``): one hop's whole
+  handshake, with its policy;
+* the plans (``ConnectPlan``, ``AssociatePlan``, ``PoolKeeper``) and the server
+  session (``ServerSession``): a whole client call or a whole client connection
+  of a server, as generators of I/O operations (``client_operations``,
+  ``server_operations``) that a backend performs.
 """
 
 from ._address import Address as Address
 from ._address import Host as Host
+from ._client import operations as client_operations
+from ._client.associate import AssociatePlan as AssociatePlan
+from ._client.failover import RetryPolicy as RetryPolicy
+from ._client.hops import ConnectionInfo as ConnectionInfo
+from ._client.hops import Deadline as Deadline
+from ._client.hops import ProxySpec as ProxySpec
+from ._client.hops import advertised as advertised
+from ._client.hops import to_proxies as to_proxies
+from ._client.hops import unwrap_relay_datagram as unwrap_relay_datagram
+from ._client.plan import ConnectPlan as ConnectPlan
+from ._client.plan import HandshakePlan as HandshakePlan
+from ._client.pool import IdleConnections as IdleConnections
+from ._client.pool import PoolKeeper as PoolKeeper
+from ._client.pool import PoolStats as PoolStats
 from ._client_driver import ClientHandshake as ClientHandshake
 from ._client_driver import HandshakeStatus as HandshakeStatus
 from ._client_driver import needs_local_resolution as needs_local_resolution
@@ -46,6 +71,25 @@ from ._proxy_url import ProxyProtocol as ProxyProtocol
 from ._proxy_url import ProxyURL as ProxyURL
 from ._rfc1929 import UsernamePasswordReply as UsernamePasswordReply
 from ._rfc1929 import UsernamePasswordRequest as UsernamePasswordRequest
+from ._server import operations as server_operations
+from ._server.config import ServerConfig as ServerConfig
+from ._server.config import listen_address as listen_address
+from ._server.outcome import MetricsSink as MetricsSink
+from ._server.outcome import Outcome as Outcome
+from ._server.outcome import OutcomeKind as OutcomeKind
+from ._server.outcome import ServerStats as ServerStats
+from ._server.policy import AccessPolicy as AccessPolicy
+from ._server.policy import AccessRule as AccessRule
+from ._server.policy import UserDatabase as UserDatabase
+from ._server.ratelimit import Rate as Rate
+from ._server.ratelimit import RateLimitConfig as RateLimitConfig
+from ._server.ratelimit import RateLimits as RateLimits
+from ._server.session import ServerSession as ServerSession
+from ._server.session import StartRelay as StartRelay
+from ._server.session import StartUdpRelay as StartUdpRelay
+from ._server.udp import UdpRelayPolicy as UdpRelayPolicy
+from ._server.upstream import UpstreamRule as UpstreamRule
+from ._server.upstream import parse_upstream as parse_upstream
 from ._server_driver import ClientClosed as ClientClosed
 from ._server_driver import CredentialsReceived as CredentialsReceived
 from ._server_driver import Failure as Failure
@@ -67,6 +111,7 @@ from ._socks5_events import Greeting as Greeting
 from ._socks5_events import MethodSelection as MethodSelection
 from ._socks5_events import Socks5Event as Socks5Event
 from ._socks5_state import Socks5State as Socks5State
+from ._stepper import Stepper as Stepper
 from ._udp import MAX_UDP_HEADER_SIZE as MAX_UDP_HEADER_SIZE
 from ._udp import UdpDatagram as UdpDatagram
 from ._udp import encode_udp_datagram as encode_udp_datagram
@@ -91,33 +136,46 @@ __all__ = [
     "PAUSED",
     "SERVER",
     "UNSPECIFIED_ADDRESS",
+    "AccessPolicy",
+    "AccessRule",
     "Address",
     "AddressType",
+    "AssociatePlan",
     "AuthMethod",
     "ClientClosed",
     "ClientHandshake",
     "Command",
     "CommandReply",
     "CommandRequest",
+    "ConnectPlan",
     "ConnectRequest",
     "ConnectResponse",
     "ConnectionClosed",
+    "ConnectionInfo",
     "CredentialsReceived",
+    "Deadline",
     "Failure",
     "Frame",
     "FrameDecoder",
     "Greeting",
+    "HandshakePlan",
     "HandshakeStatus",
     "Host",
     "HttpConnectConnection",
     "HttpConnectEvent",
     "HttpConnectState",
     "HttpResponse",
+    "IdleConnections",
     "LocalProtocolError",
     "MethodSelection",
+    "MetricsSink",
     "NeedData",
     "NoProxy",
+    "Outcome",
+    "OutcomeKind",
     "Paused",
+    "PoolKeeper",
+    "PoolStats",
     "ProtocolError",
     "ProxyAuthError",
     "ProxyConnectionError",
@@ -125,14 +183,22 @@ __all__ = [
     "ProxyProtocol",
     "ProxyProtocolError",
     "ProxyRefusedError",
+    "ProxySpec",
     "ProxyTimeoutError",
     "ProxyURL",
+    "Rate",
+    "RateLimitConfig",
+    "RateLimits",
     "RemoteProtocolError",
     "ReplyCode",
     "ResponseReader",
+    "RetryPolicy",
     "Role",
+    "ServerConfig",
     "ServerEvent",
     "ServerHandshake",
+    "ServerSession",
+    "ServerStats",
     "ServerStatus",
     "Socks4Connection",
     "Socks4Event",
@@ -143,17 +209,30 @@ __all__ = [
     "Socks5Connection",
     "Socks5Event",
     "Socks5State",
+    "StartRelay",
+    "StartUdpRelay",
+    "Stepper",
     "TunnelRequested",
     "UdpDatagram",
+    "UdpRelayPolicy",
+    "UpstreamRule",
+    "UserDatabase",
     "UsernamePasswordReply",
     "UsernamePasswordRequest",
     "__version__",
+    "advertised",
+    "client_operations",
     "detect_protocol",
     "encode_frame",
     "encode_request",
     "encode_udp_datagram",
+    "listen_address",
     "needs_local_resolution",
     "parse_udp_datagram",
+    "parse_upstream",
     "proxy_basic_auth",
     "select_proxy",
+    "server_operations",
+    "to_proxies",
+    "unwrap_relay_datagram",
 ]

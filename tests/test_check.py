@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from socks_sansio.adapters.check import check_proxy, parse_payload, run_checks
-from socks_sansio.adapters.cli import main
 
 from socks_sansio import ProxyURL
+from socks_sansio.adapters.cli import main
+from socks_sansio.adapters.cli.check import check_proxy, parse_payload, run_checks
 from tests.adapters.servers import echo_server
 from tests.peer_servers import HOST, PeerServer, free_port, microsocks_server, tinyproxy_server, wait_for_port
 

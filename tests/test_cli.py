@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from socks_sansio.adapters.cli import main
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from socks_sansio import Address, LocalProtocolError
-from socks_sansio._policy import AccessPolicy, AccessRule, UserDatabase, is_private
+from socks_sansio import AccessPolicy, AccessRule, Address, LocalProtocolError, UserDatabase
+from socks_sansio._server.policy import is_private
 
 CLIENT = ipaddress.ip_address("127.0.0.1")
 

@@ -41,11 +41,16 @@ def test_adapters_package_imports_no_backend() -> None:
     assert not {m for m in loaded if m.split(".")[0] in ("asyncio", "trio")}
 
 
+# The operations of the plans and of the server session are namespaces: both have a Send, a Receive...
+EXPORTED_MODULES = {"client_operations", "server_operations"}
+
+
 def test_all_is_complete() -> None:
     public = {
         name
         for name in dir(socks_sansio)
-        if not name.startswith("_") and not inspect.ismodule(getattr(socks_sansio, name))  # e.g. .adapters
+        if not name.startswith("_")
+        and (not inspect.ismodule(getattr(socks_sansio, name)) or name in EXPORTED_MODULES)  # not .adapters
     }
     assert set(socks_sansio.__all__) - {"__version__"} == public
 
@@ -54,14 +59,18 @@ PUBLIC_CLASSES = [
     obj for name in socks_sansio.__all__
     if inspect.isclass(obj := getattr(socks_sansio, name))
     and obj.__module__.startswith("socks_sansio")
+] + [
+    obj for module in (socks_sansio.client_operations, socks_sansio.server_operations)
+    for name in module.__all__
+    if inspect.isclass(obj := getattr(module, name)) and obj.__module__ == module.__name__
 ]
 
 
 @pytest.mark.parametrize("cls", [c for c in PUBLIC_CLASSES if attrs.has(c) or not issubclass(c, BaseException)],
                          ids=lambda c: c.__name__)
 def test_public_classes_are_final(cls: type) -> None:
-    if issubclass(cls, enum.Enum):
-        return  # enums with members cannot be subclassed anyway
+    if issubclass(cls, enum.Enum) or getattr(cls, "_is_protocol", False):
+        return  # enums with members cannot be subclassed anyway; a Protocol is there to be implemented
     assert getattr(cls, "__final__", False), f"{cls.__name__} should be @typing.final"
 
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from socks_sansio import LocalProtocolError
-from socks_sansio._ratelimit import Rate, RateLimitConfig, RateLimits, TokenBucket
+from socks_sansio import LocalProtocolError, Rate, RateLimitConfig, RateLimits
+from socks_sansio._server.ratelimit import TokenBucket
 
 ALICE, BOB = b"alice", b"bob"
 HOME = ipaddress.ip_address("192.0.2.7")

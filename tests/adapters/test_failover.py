@@ -19,17 +19,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import trio
-from socks_sansio.adapters import asyncio as aio_adapter
-from socks_sansio.adapters import sync as sync_adapter
-from socks_sansio.adapters import trio as trio_adapter
-from socks_sansio.adapters._failover import (
-    Failures,
-    RetryPolicy,
-    Step,
-    candidates_for,
-    plan_failover,
-    to_candidates,
-)
 
 from socks_sansio import (
     LocalProtocolError,
@@ -40,6 +29,17 @@ from socks_sansio import (
     ProxyTimeoutError,
     ProxyURL,
 )
+from socks_sansio._client.failover import (
+    Failures,
+    RetryPolicy,
+    Step,
+    candidates_for,
+    plan_failover,
+    to_candidates,
+)
+from socks_sansio.adapters import asyncio as aio_adapter
+from socks_sansio.adapters import sync as sync_adapter
+from socks_sansio.adapters import trio as trio_adapter
 
 from ..peer_servers import PeerServer, microsocks_server
 from .servers import ThreadedServer, echo_server, recv_exactly, serve
@@ -404,7 +404,7 @@ def test_retry_alone_retries_the_one_proxy(via: Connector, echo_addr: tuple[str,
 def test_sync_connect_and_logging(
     microsocks: PeerServer, echo_addr: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="socks_sansio.adapters")
+    caplog.set_level(logging.DEBUG, logger="socks_sansio")
     dead = url(dead_port(), auth=f"alice:{SECRET}@")
     with sync_adapter.connect(*echo_addr, failover=[dead, f"socks5h://{microsocks.url}"], timeout=IO) as sock:
         sock.sendall(b"x")

@@ -8,7 +8,6 @@ real ``serve`` argument parser and config loader.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -16,13 +15,20 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from socks_sansio.adapters import cli
-from socks_sansio.adapters._metrics import NullMetrics, ServerMetrics
-from socks_sansio.adapters._server_common import ServerConfig
 
-from socks_sansio import ProxyProtocol, ServerHandshake
-from socks_sansio._policy import UserDatabase
-from socks_sansio._ratelimit import Rate, RateLimitConfig
+from socks_sansio import (
+    Outcome,
+    OutcomeKind,
+    ProxyProtocol,
+    Rate,
+    RateLimitConfig,
+    ServerConfig,
+    ServerHandshake,
+    UserDatabase,
+)
+from socks_sansio.adapters import cli
+from socks_sansio.adapters.cli.serve import config_from_argv
+from socks_sansio.adapters.server.metrics import NullMetrics, ServerMetrics, start_metrics
 
 TIMEOUT = 10.0
 USERS = UserDatabase({"alice": "pw"})
@@ -57,9 +63,9 @@ def test_the_endpoint_is_scraped_and_parsed(metrics: ServerMetrics) -> None:
     metrics.handshake_done(0.2)
     during = scrape(address)
     metrics.tunnel_closed(ProxyProtocol.SOCKS5)
-    metrics.connection_closed(ProxyProtocol.SOCKS5, "ok", up=100, down=2000)
-    metrics.connection_closed(ProxyProtocol.HTTP, "connection error: OSError", up=7, down=0)
-    metrics.connection_closed(None, "closed during negotiation", up=0, down=0)
+    metrics.connection_closed(ProxyProtocol.SOCKS5, Outcome(OutcomeKind.OK), up=100, down=2000)
+    metrics.connection_closed(ProxyProtocol.HTTP, Outcome(OutcomeKind.CONNECTION_ERROR, "OSError"), up=7, down=0)
+    metrics.connection_closed(None, Outcome(OutcomeKind.CLOSED_DURING_NEGOTIATION), up=0, down=0)
     metrics.auth_failed()
     metrics.denied()
     metrics.denied()
@@ -111,7 +117,7 @@ def test_null_metrics_take_the_same_calls() -> None:
     null = NullMetrics()
     null.tunnel_opened(ProxyProtocol.HTTP)
     null.tunnel_closed(ProxyProtocol.HTTP)
-    null.connection_closed(ProxyProtocol.HTTP, "ok", up=1, down=1)
+    null.connection_closed(ProxyProtocol.HTTP, Outcome(OutcomeKind.OK), up=1, down=1)
     null.handshake_done(0.1)
     null.auth_failed()
     null.denied()
@@ -132,8 +138,8 @@ def test_without_the_extra_the_message_names_it(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_config_builds_serving_metrics_or_none() -> None:
-    assert isinstance(ServerConfig().metrics(), NullMetrics)
-    metrics = ServerConfig(metrics_listen=("127.0.0.1", 0)).metrics()
+    assert isinstance(start_metrics(ServerConfig()), NullMetrics)
+    metrics = start_metrics(ServerConfig(metrics_listen=("127.0.0.1", 0)))
     try:
         assert isinstance(metrics, ServerMetrics) and metrics.address is not None
         assert ("socks_sansio_auth_failures_total", ()) in scrape(metrics.address)
@@ -193,9 +199,7 @@ def test_config_builds_a_limiter_of_its_limits() -> None:
 
 
 def serve_config(*argv: str) -> ServerConfig:
-    parser = argparse.ArgumentParser()
-    cli._serve_parser(parser.add_subparsers(dest="command"))
-    return cli.build_config(cli._merge(parser.parse_args(["serve", *argv])))
+    return config_from_argv(argv)
 
 
 def test_rate_and_metrics_flags() -> None:

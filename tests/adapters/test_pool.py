@@ -21,13 +21,19 @@ from typing import Any
 
 import pytest
 import trio
+
+from socks_sansio import (
+    ConnectionInfo,
+    IdleConnections,
+    LocalProtocolError,
+    PoolStats,
+    ProxyAuthError,
+    ProxyConnectionError,
+    ProxyURL,
+)
 from socks_sansio.adapters import asyncio as aio_adapter
 from socks_sansio.adapters import sync as sync_adapter
 from socks_sansio.adapters import trio as trio_adapter
-from socks_sansio.adapters._common import ConnectionInfo
-from socks_sansio.adapters._pool import IdleConnections, PoolStats
-
-from socks_sansio import LocalProtocolError, ProxyAuthError, ProxyConnectionError, ProxyURL
 
 from ..peer_servers import DANTE_PASSWORD, DANTE_USER, dante_server, microsocks_server
 from .servers import SOCKS5_OK, TIMEOUT, ThreadedServer, echo, echo_server, recv_exactly, serve

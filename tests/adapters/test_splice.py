@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
-from socks_sansio.adapters._splice import PipePool, SpliceRelay
 
+from socks_sansio.adapters.server.splice import PipePool, SpliceRelay
 from tests.adapters.servers import TLSFiles
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="os.splice is Linux-only")

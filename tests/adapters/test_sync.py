@@ -21,14 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from socks_sansio.adapters.sync import (
-    TLSInTLSSocket,
-    connect,
-    open_bind,
-    open_tunnel,
-    open_udp_association,
-    wrap_tls,
-)
 
 from socks_sansio import (
     Address,
@@ -42,6 +34,14 @@ from socks_sansio import (
     UdpDatagram,
     encode_udp_datagram,
     parse_udp_datagram,
+)
+from socks_sansio.adapters.sync import (
+    TLSInTLSSocket,
+    connect,
+    open_bind,
+    open_tunnel,
+    open_udp_association,
+    wrap_tls,
 )
 
 from ..peer_servers import (
@@ -558,7 +558,7 @@ def test_socket_options_are_set() -> None:
 
 
 def test_logging_at_debug_never_shows_the_password(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="socks_sansio.adapters")
+    caplog.set_level(logging.DEBUG, logger="socks_sansio")
     with microsocks_server(username="alice", password="pw-s3cret-42") as peer:
         url = f"socks5h://alice:pw-s3cret-42@{peer.url}"
         with echo_server() as target, connect(*target.address, proxy=url, timeout=IO) as sock:

@@ -30,11 +30,19 @@ from typing import Any
 
 import pytest
 import trio
-from socks_sansio.adapters._server_common import ServerConfig
-from socks_sansio.adapters.trio_server import TrioProxyServer
 
-from socks_sansio import Address, ProxyProtocol, UdpDatagram, encode_udp_datagram, parse_udp_datagram
-from socks_sansio._policy import AccessPolicy, AccessRule, UserDatabase
+from socks_sansio import (
+    AccessPolicy,
+    AccessRule,
+    Address,
+    ProxyProtocol,
+    ServerConfig,
+    UdpDatagram,
+    UserDatabase,
+    encode_udp_datagram,
+    parse_udp_datagram,
+)
+from socks_sansio.adapters.server.trio import TrioProxyServer
 from tests.adapters.servers import echo_server
 from tests.peer_servers import require_binary
 

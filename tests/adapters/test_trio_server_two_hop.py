@@ -34,14 +34,11 @@ from typing import Any, Protocol
 
 import pytest
 import trio
-from socks_sansio.adapters import trio as client
-from socks_sansio.adapters._server_common import ServerConfig, ServerStats
-from socks_sansio.adapters._upstream import parse_upstream
-from socks_sansio.adapters.asyncio_server import ProxyServer
-from socks_sansio.adapters.trio_server import TrioProxyServer
 
-from socks_sansio import Address, ClientHandshake, ProxyURL
-from socks_sansio._policy import UserDatabase
+from socks_sansio import Address, ClientHandshake, ProxyURL, ServerConfig, ServerStats, UserDatabase, parse_upstream
+from socks_sansio.adapters import trio as client
+from socks_sansio.adapters.server.asyncio import ProxyServer
+from socks_sansio.adapters.server.trio import TrioProxyServer
 from tests.adapters.servers import TLSFiles
 from tests.peer_servers import require_binary
 
@@ -493,7 +490,7 @@ async def test_upstream_failures_map_to_replies(tls: TLS, case: str, rep: int, s
 
 @trio_test
 async def test_access_rules_apply_to_the_target_as_sent(tls: TLS) -> None:
-    from socks_sansio._policy import AccessPolicy, AccessRule
+    from socks_sansio import AccessPolicy, AccessRule
 
     async with background() as nursery, tls_remote("trio", nursery, tls) as remote:
         target = await start_target(nursery, echo)

@@ -35,9 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import trio
-from socks_sansio.adapters._server_common import ServerConfig, ServerStats
-from socks_sansio.adapters.asyncio_server import ProxyServer
-from socks_sansio.adapters.trio_server import TrioProxyServer
 
 from socks_sansio import (
     Address,
@@ -45,10 +42,14 @@ from socks_sansio import (
     Command,
     ProxyProtocol,
     ProxyURL,
+    ServerConfig,
+    ServerStats,
     UdpDatagram,
     encode_udp_datagram,
     parse_udp_datagram,
 )
+from socks_sansio.adapters.server.asyncio import ProxyServer
+from socks_sansio.adapters.server.trio import TrioProxyServer
 
 HOST: Final = "127.0.0.1"
 TIMEOUT: Final = 20.0

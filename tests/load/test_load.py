@@ -20,8 +20,6 @@ from typing import Any, Final
 
 import pytest
 import trio
-from socks_sansio.adapters.asyncio_server import ProxyServer
-from socks_sansio.adapters.trio_server import TrioProxyServer
 
 from socks_sansio import (
     Address,
@@ -31,8 +29,10 @@ from socks_sansio import (
     ProxyProtocol,
     ProxyRefusedError,
     ProxyURL,
+    UserDatabase,
 )
-from socks_sansio._policy import UserDatabase
+from socks_sansio.adapters.server.asyncio import ProxyServer
+from socks_sansio.adapters.server.trio import TrioProxyServer
 
 from . import (
     BACKENDS,

@@ -21,10 +21,9 @@ from collections import Counter
 from typing import Any, Final
 
 import pytest
-from socks_sansio.adapters.asyncio_server import ProxyServer
 
-from socks_sansio import ProxyAuthError, ProxyProtocol, ProxyRefusedError
-from socks_sansio._policy import UserDatabase
+from socks_sansio import ProxyAuthError, ProxyProtocol, ProxyRefusedError, UserDatabase
+from socks_sansio.adapters.server.asyncio import ProxyServer
 
 from . import (
     Resources,

@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from socks_sansio.adapters._server_common import ServerConfig
-from socks_sansio.adapters.asyncio_server import ProxyServer
 
+from socks_sansio import ServerConfig
+from socks_sansio.adapters.server.asyncio import ProxyServer
 from tests.adapters.servers import ThreadedServer, echo_server, recv_exactly
 from tests.peer_servers import require_binary
 

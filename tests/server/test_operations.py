@@ -17,7 +17,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import ipaddress
 import re
 import socket
 import threading
@@ -30,13 +29,21 @@ from typing import Any
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
-from socks_sansio.adapters._metrics import NullMetrics
-from socks_sansio.adapters._server_common import ServerConfig
-from socks_sansio.adapters.asyncio_server import _RelaySide
-from socks_sansio.adapters.trio_server import TrioProxyServer
 
-from socks_sansio._policy import AccessPolicy, AccessRule, UserDatabase
-from socks_sansio._ratelimit import Rate, RateLimitConfig, RateLimits
+from socks_sansio import (
+    AccessPolicy,
+    AccessRule,
+    Rate,
+    RateLimitConfig,
+    RateLimits,
+    ServerConfig,
+    ServerSession,
+    ServerStats,
+    UserDatabase,
+)
+from socks_sansio.adapters.server.asyncio_relay import RelaySide as _RelaySide
+from socks_sansio.adapters.server.metrics import NullMetrics
+from socks_sansio.adapters.server.trio import TrioProxyServer
 from tests.adapters.servers import ThreadedServer, echo_server, recv_exactly, serve
 
 from .conftest import (
@@ -657,22 +664,20 @@ def test_asyncio_relay_side_reads_only_when_neither_the_limit_nor_the_peers_buff
     """A throttle's end does not resume a side held by flow control, and resume_writing does not end a throttle."""
     loop = asyncio.new_event_loop()
     try:
-        server = types.SimpleNamespace(
-            byte_limits=True,
-            limiter=RateLimits(RateLimitConfig(bytes_per_client=Rate(1000, 1000))),
-            metrics=NullMetrics(),
-        )
-        tunnel: Any = types.SimpleNamespace(
-            server=server, loop=loop, user=None, client_ip=ipaddress.ip_address(HOST), up=0, down=0, last=0.0
-        )
+        limits = RateLimitConfig(bytes_per_client=Rate(1000, 1000))
+        session = ServerSession(
+            ServerConfig(rate_limits=limits), (HOST, 40000), stats=ServerStats(), limiter=RateLimits(limits),
+            metrics=NullMetrics(), clock=loop.time,
+        )  # fmt: skip
+        tunnel: Any = types.SimpleNamespace(session=session, loop=loop, last=0.0, splice_at=None)
         shared = [memoryview(bytearray(4096))]
         client, target = _FakeTransport(), _FakeTransport()
         client_side, target_side = _RelaySide(client, tunnel, True, shared), _RelaySide(target, tunnel, False, shared)
         client_side.peer, target_side.peer = target_side, client_side
 
-        before = time.monotonic()
+        before = loop.time()
         client_side.buffer_updated(3000)  # 2000 over the burst: a 2 s pause
-        assert target.written == bytes(3000) and tunnel.up == 3000
+        assert target.written == bytes(3000) and session.up == 3000
         assert not client.is_reading() and client_side.throttled is not None
         assert tunnel.last >= before + 1.5  # the pause is not idleness (a bound the machine's load cannot break)
         target_side.pause_writing()  # the target's buffer fills too

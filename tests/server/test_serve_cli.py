@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from socks_sansio._policy import UserDatabase
+from socks_sansio import UserDatabase
 from tests.adapters.servers import ThreadedServer, recv_exactly
 
 from .conftest import (

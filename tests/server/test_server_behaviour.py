@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
-from socks_sansio._policy import UserDatabase
+from socks_sansio import UserDatabase
 from tests.adapters.servers import ThreadedServer, echo_server, recv_exactly
 from tests.peer_servers import free_port
 

@@ -19,9 +19,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from socks_sansio.adapters import asyncio_server
-from socks_sansio.adapters._server_common import ServerConfig, server_logger
-from socks_sansio.adapters.asyncio_server import ProxyServer
+
+from socks_sansio import ServerConfig
+from socks_sansio._server import session as session_module
+from socks_sansio._server.session import server_logger
+from socks_sansio.adapters.server import asyncio as asyncio_server
+from socks_sansio.adapters.server.asyncio import ProxyServer
+from socks_sansio.adapters.server.asyncio_relay import Pending
 
 HOST = "127.0.0.1"
 BOUND = 20.0
@@ -120,8 +124,9 @@ def test_idle_tunnels_hold_no_task_handshake_or_bytes() -> None:
             records = list(server._clients)
             assert len(records) == 5
             for record in records:
-                assert record.phase == asyncio_server._RELAY
-                assert (record.handshake, record.task, record.early, record.keep) == (None, None, b"", None)
+                assert record.waiting == asyncio_server._NOTHING, "relaying: waiting for nothing"
+                assert record.session.handshake is None, "the handshake and its buffers are released"
+                assert (record.task, record.inbox, record.keep, record.pending) == (None, bytearray(), None, None)
                 assert record.timer is not None, "the idle time-out's one timer"
             assert server_tasks() == [], "an idle tunnel has no task"
             for _, writer in tunnels:
@@ -152,14 +157,16 @@ def test_bytes_and_eof_from_both_sides_before_the_relay_are_delivered(monkeypatc
     start_relay = asyncio_server._Client._start_relay
     seen: list[tuple[bytes, bool]] = []
 
-    def delayed(self: asyncio_server._Client, upstream: Any, pending: asyncio_server._Pending) -> None:
+    def delayed(
+        self: asyncio_server._Client, upstream: Any, pending: Pending, early: bytes, client_eof: bool
+    ) -> None:
         # Start the relay only once the target's greeting and EOF have reached the pending protocol.
         if pending.eof or len(seen) > 1000:
             seen.append((bytes(pending.data), pending.eof))
-            start_relay(self, upstream, pending)
+            start_relay(self, upstream, pending, early, client_eof)
         else:
             seen.append((b"", False))
-            self.loop.call_later(0.005, delayed, self, upstream, pending)
+            self.loop.call_later(0.005, delayed, self, upstream, pending, early, client_eof)
 
     monkeypatch.setattr(asyncio_server._Client, "_start_relay", delayed)
 
@@ -182,14 +189,14 @@ def test_bytes_and_eof_from_both_sides_before_the_relay_are_delivered(monkeypatc
 @pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
 def test_tunnel_line_built_only_when_logged(monkeypatch: pytest.MonkeyPatch, level: int) -> None:
     built: list[str] = []
-    format_tunnel = asyncio_server.format_tunnel
+    format_tunnel = session_module.format_tunnel
 
     def counting(**fields: Any) -> str:
         line = format_tunnel(**fields)
         built.append(line)
         return line
 
-    monkeypatch.setattr(asyncio_server, "format_tunnel", counting)
+    monkeypatch.setattr(session_module, "format_tunnel", counting)
 
     async def body() -> None:
         async with Target() as target, ProxyServer(config()) as server:

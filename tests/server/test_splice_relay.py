@@ -14,7 +14,6 @@ upstream and a byte rate limit, and the CLI switch through a subprocess's log.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -29,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from socks_sansio.adapters import asyncio_server, cli
-from socks_sansio.adapters._server_common import ServerConfig
-from socks_sansio.adapters._upstream import parse_upstream
 
-from socks_sansio._ratelimit import Rate, RateLimitConfig
+from socks_sansio import Rate, RateLimitConfig, ServerConfig, parse_upstream
+from socks_sansio.adapters.cli.serve import config_from_argv
+from socks_sansio.adapters.server import asyncio as asyncio_server
+from socks_sansio.adapters.server.asyncio_relay import Pending
 from tests.adapters.servers import TLSFiles, echo, recv_exactly, serve
 
 from .conftest import (
@@ -111,7 +110,7 @@ def pool_fds(proxy: InProcessProxy) -> set[str]:
     """The descriptors of the empty pipes the server's pool keeps for reuse (read on its loop)."""
 
     async def read() -> set[str]:
-        pipes = proxy.server._pipes
+        pipes = proxy.server.pipes
         assert pipes is not None
         return {str(fd) for pipe in pipes.idle for fd in pipe[:2]}
 
@@ -128,7 +127,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
 def spliced_proxy(in_process_proxy: Callable[..., InProcessProxy]) -> InProcessProxy:
     """A server that splices every tunnel from the start (``splice_after=0``), early bytes included."""
     proxy = in_process_proxy(splice_after=0)
-    assert proxy.server._pipes is not None, "splice should be on by default on Linux"
+    assert proxy.server.pipes is not None, "splice should be on by default on Linux"
     return proxy
 
 
@@ -176,13 +175,15 @@ def test_early_bytes_and_eofs_from_both_sides(
     start_relay = asyncio_server._Client._start_relay
     held: list[tuple[bytes, bool]] = []
 
-    def delayed(self: asyncio_server._Client, upstream: Any, pending: asyncio_server._Pending) -> None:
+    def delayed(
+        self: asyncio_server._Client, upstream: Any, pending: Pending, early: bytes, client_eof: bool
+    ) -> None:
         if pending.eof or len(held) > 2000:  # bounded: about 10 s
             held.append((bytes(pending.data), pending.eof))
-            start_relay(self, upstream, pending)
+            start_relay(self, upstream, pending, early, client_eof)
         else:
             held.append((b"", False))
-            self.loop.call_later(0.005, delayed, self, upstream, pending)
+            self.loop.call_later(0.005, delayed, self, upstream, pending, early, client_eof)
 
     monkeypatch.setattr(asyncio_server._Client, "_start_relay", delayed)
     banner, pipelined, later = b"220 target ready\r\n", b"pipelined with the request", b"and sent later"
@@ -416,7 +417,7 @@ def copy_through(proxy: InProcessProxy, sock: socket.socket | ssl.SSLSocket, por
 
 def test_splice_off_copies(in_process_proxy: Callable[..., InProcessProxy]) -> None:
     proxy = in_process_proxy(splice=False)
-    assert proxy.server._pipes is None
+    assert proxy.server.pipes is None
     with serve(echo) as server, connect(proxy.address) as sock:
         copy_through(proxy, sock, server.port)
     ended(proxy)
@@ -425,7 +426,7 @@ def test_splice_off_copies(in_process_proxy: Callable[..., InProcessProxy]) -> N
 
 def test_byte_rate_limits_keep_the_copying_relay(in_process_proxy: Callable[..., InProcessProxy]) -> None:
     proxy = in_process_proxy(rate_limits=RateLimitConfig(bytes_per_client=Rate(1 << 30)))
-    assert proxy.server._pipes is None
+    assert proxy.server.pipes is None
     with serve(echo) as server, connect(proxy.address) as sock:
         copy_through(proxy, sock, server.port)
     ended(proxy)
@@ -469,7 +470,7 @@ def test_tls_listener_and_tls_upstream_copy(
         with files.client_context().wrap_socket(connect(remote.address), server_hostname=HOST) as tls_sock:
             copy_through(remote, tls_sock, server.port)
         ended(remote)
-        assert remote.server._pipes is not None and remote.server.spliced == 0, "TLS on the client side copies"
+        assert remote.server.pipes is not None and remote.server.spliced == 0, "TLS on the client side copies"
         with connect(local.address) as sock:
             copy_through(local, sock, server.port)
         ended(local)
@@ -491,9 +492,7 @@ def test_tls_listener_and_tls_upstream_copy(
 
 
 def serve_config(*argv: str) -> ServerConfig:
-    parser = argparse.ArgumentParser()
-    cli._serve_parser(parser.add_subparsers(dest="command"))
-    return cli.build_config(cli._merge(parser.parse_args(["serve", *argv])))
+    return config_from_argv(argv)
 
 
 def test_no_splice_flag_and_config_key(tmp_path: Path) -> None:

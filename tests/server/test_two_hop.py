@@ -23,10 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from socks_sansio.adapters._server_common import ServerConfig, upstream_failure
-from socks_sansio.adapters._upstream import parse_upstream, pick_route
-from socks_sansio.adapters.cli import build_config, main
-from socks_sansio.adapters.sync import connect as sync_connect
 
 from socks_sansio import (
     Address,
@@ -37,8 +33,16 @@ from socks_sansio import (
     ProxyRefusedError,
     ProxyTimeoutError,
     ProxyURL,
+    ServerConfig,
+    UserDatabase,
+    parse_upstream,
 )
-from socks_sansio._policy import UserDatabase
+from socks_sansio._server.outcome import upstream_failure
+from socks_sansio._server.upstream import pick_route
+from socks_sansio.adapters.cli import main
+from socks_sansio.adapters.cli.serve import build_config
+from socks_sansio.adapters.server.tls import server_ssl_context
+from socks_sansio.adapters.sync import connect as sync_connect
 from tests.adapters.servers import ThreadedServer, TLSFiles, echo_server, recv_exactly
 
 from .conftest import (
@@ -261,7 +265,7 @@ def test_untrusted_upstream_certificate_fails(
 def test_local_rules_still_apply_before_the_upstream(
     in_process_proxy: Callable[..., InProcessProxy], tls: dict[str, Any], remote: InProcessProxy, echo: ThreadedServer
 ) -> None:
-    from socks_sansio._policy import AccessPolicy, AccessRule
+    from socks_sansio import AccessPolicy, AccessRule
 
     policy = AccessPolicy(rules=(AccessRule.parse("deny", f"port={echo.port}"),))
     local = local_via(in_process_proxy, tls, upstream_url(remote), policy=policy)
@@ -398,10 +402,11 @@ def test_upstream_failure_mapping(error: Any, failure: Failure) -> None:
 
 def test_tls_context_from_files(tls: dict[str, Any], tmp_path: Path) -> None:
     config = ServerConfig(listen=(), tls_listen=((HOST, 0),), tls_cert=tls["cert"], tls_key=tls["key"])
-    assert isinstance(config.server_ssl_context(), ssl.SSLContext)
+    assert isinstance(server_ssl_context(config), ssl.SSLContext)
+    assert server_ssl_context(ServerConfig()) is None
     missing = ServerConfig(listen=(), tls_listen=((HOST, 0),), tls_cert=str(tmp_path / "no"), tls_key="no")
     with pytest.raises(FileNotFoundError):
-        missing.server_ssl_context()
+        server_ssl_context(missing)
 
 
 def test_readme_upstream_rules_parse() -> None:
@@ -417,7 +422,7 @@ def test_readme_upstream_rules_parse() -> None:
 def test_block_private_through_upstream_applies_to_ip_literals_only(
     in_process_proxy: Callable[..., InProcessProxy], tls: dict[str, Any], remote: InProcessProxy, echo: ThreadedServer
 ) -> None:
-    from socks_sansio._policy import AccessPolicy
+    from socks_sansio import AccessPolicy
 
     local = local_via(in_process_proxy, tls, upstream_url(remote), policy=AccessPolicy(block_private=True))
     with socket.create_connection(local.address, timeout=TIMEOUT) as sock:

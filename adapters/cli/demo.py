@@ -1,17 +1,27 @@
 """``socks-sansio demo``: a SOCKS5 client and server machine run against each other in memory.
 
-It prints every message and the octets that carry it. The rest of the command
-line (``serve``, ``connect``) does I/O, so it lives in ``socks_sansio.adapters.cli``.
+It prints every message and the octets that carry it: no I/O, the core alone.
 """
 
 from __future__ import annotations
 
-from ._address import Address
-from ._codes import AuthMethod, Command
-from ._rfc1929 import UsernamePasswordReply, UsernamePasswordRequest
-from ._socks5_connection import Socks5Connection
-from ._socks5_events import CommandReply, CommandRequest, Greeting, MethodSelection, Socks5Event
-from ._util import CLIENT, NEED_DATA, PAUSED, SERVER
+from socks_sansio import (
+    CLIENT,
+    NEED_DATA,
+    PAUSED,
+    SERVER,
+    Address,
+    AuthMethod,
+    Command,
+    CommandReply,
+    CommandRequest,
+    Greeting,
+    MethodSelection,
+    Socks5Connection,
+    Socks5Event,
+    UsernamePasswordReply,
+    UsernamePasswordRequest,
+)
 
 
 def demo(target: str, username: str | None, password: str) -> int:

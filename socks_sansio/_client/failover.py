@@ -1,10 +1,10 @@
-"""Failover and retry for the client adapters: the policy and a pure planner. Imports no I/O backend.
+"""Failover and retry for client calls: the policy and a pure planner.
 
 Strategy: the ``failover=`` argument is a list of *candidates*, each a proxy or a
 chain of proxies. :func:`plan_failover` yields the attempts to make, in order:
 every candidate once per round, for up to :attr:`RetryPolicy.attempts` rounds,
 with a backoff sleep before each round after the first. It never sleeps nor
-connects; each backend runs a thin loop over it (sleep ``step.delay``, try
+connects; :class:`~socks_sansio.ConnectPlan` runs it (sleep ``step.delay``, try
 ``step.chain``, stop on success or on an error the policy does not retry) and
 gives :class:`Failures` every failure, which notes them all on the error finally
 raised. The whole loop, sleeps included, runs under the call's one deadline
@@ -33,9 +33,9 @@ from typing import final
 
 import attrs
 
-from socks_sansio import ProxyConnectionError, ProxyTimeoutError, ProxyURL
-
-from ._common import ProxySpec, to_proxies
+from .._errors import ProxyConnectionError, ProxyTimeoutError
+from .._proxy_url import ProxyURL
+from .hops import ProxySpec, to_proxies
 
 __all__ = ["Failures", "RetryPolicy", "Step", "candidates_for", "plan_failover", "to_candidates"]
 
@@ -227,12 +227,13 @@ class Failures:
         policy: decides which errors move on to the next attempt.
     """
 
-    __slots__ = ("_last", "_notes", "_policy")
+    __slots__ = ("_current", "_last", "_notes", "_policy")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
         self._notes: list[str] = []
         self._last: BaseException | None = None
+        self._current: Step | None = None
 
     def __len__(self) -> int:
         return len(self._notes)
@@ -242,6 +243,23 @@ class Failures:
         """The policy deciding which errors move on to the next attempt."""
         return self._policy
 
+    def begin(self, step: Step) -> None:
+        """*step* is the attempt under way (see :meth:`note`)."""
+        self._current = step
+
+    def note(self, error: BaseException) -> None:
+        """The attempt under way ended with *error* and the call ends with it (the deadline passed)."""
+        if self._current is not None:
+            self._notes.append(self._describe(self._current, error))
+            self._current = None
+
+    @staticmethod
+    def _describe(step: Step, error: BaseException) -> str:
+        return (
+            f"failover attempt {step.number} (round {step.round}, candidate {step.candidate}) "
+            f"via {step.describe()}: {type(error).__name__}: {error}"
+        )
+
     def record(self, step: Step, error: BaseException) -> bool:
         """Remember that *step* failed with *error*.
 
@@ -249,10 +267,8 @@ class Failures:
             ``True`` to go on with the next step; ``False`` when the policy does not
             retry *error*: it has been annotated and must be raised now.
         """
-        self._notes.append(
-            f"failover attempt {step.number} (round {step.round}, candidate {step.candidate}) "
-            f"via {step.describe()}: {type(error).__name__}: {error}"
-        )
+        self._notes.append(self._describe(step, error))
+        self._current = None
         self._last = error
         if self._policy.retries(error):
             return True

@@ -16,12 +16,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Final, final
 
-from socks_sansio import ProxyProtocol
+from socks_sansio import Outcome, ProxyProtocol, ServerConfig
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-__all__ = ["MISSING_EXTRA", "Metrics", "NullMetrics", "ServerMetrics"]
+__all__ = ["Metrics", "NullMetrics", "ServerMetrics", "start_metrics"]
 
 MISSING_EXTRA: Final = "metrics need the 'metrics' extra: pip install 'socks-sansio[metrics]' (prometheus-client)"
 _NAMESPACE: Final = "socks_sansio"
@@ -101,18 +101,17 @@ class ServerMetrics:
         """A tunnel counted by :meth:`tunnel_opened` ended: one fewer active."""
         self._active.labels(_protocol_label(protocol)).dec()
 
-    def connection_closed(self, protocol: ProxyProtocol | None, outcome: str, *, up: int, down: int) -> None:
+    def connection_closed(self, protocol: ProxyProtocol | None, outcome: Outcome, *, up: int, down: int) -> None:
         """Count one finished connection and its bytes.
 
         Args:
             protocol: what the client spoke (``None``: it closed before saying).
-            outcome: ``ok`` or the reason it ended; only the part before a colon is
-                used (``"connection error: OSError"`` counts as ``connection error``),
-                which keeps the label values few.
+            outcome: how it ended; the label is its kind's (``connection error``,
+                not its detail), which keeps the label values few.
             up: bytes from the client to the target.
             down: bytes from the target to the client.
         """
-        self._tunnels.labels(_protocol_label(protocol), outcome.split(":", 1)[0].strip()).inc()
+        self._tunnels.labels(_protocol_label(protocol), outcome.kind.label).inc()
         if up:
             self._bytes.labels("up").inc(up)
         if down:
@@ -150,7 +149,7 @@ class NullMetrics:
     def tunnel_closed(self, protocol: ProxyProtocol | None) -> None:
         """Nothing counted."""
 
-    def connection_closed(self, protocol: ProxyProtocol | None, outcome: str, *, up: int, down: int) -> None:
+    def connection_closed(self, protocol: ProxyProtocol | None, outcome: Outcome, *, up: int, down: int) -> None:
         """Nothing counted."""
 
     def handshake_done(self, seconds: float) -> None:
@@ -168,3 +167,18 @@ class NullMetrics:
 
 Metrics = ServerMetrics | NullMetrics
 """What a server holds: :class:`ServerMetrics`, or :class:`NullMetrics` when metrics are off."""
+
+
+def start_metrics(config: ServerConfig) -> Metrics:
+    """A server's metrics: serving on ``config.metrics_listen`` if set, else :class:`NullMetrics`.
+
+    Close it with the server.
+
+    Raises:
+        OSError: the metrics address cannot be bound.
+    """
+    if config.metrics_listen is None:
+        return NullMetrics()
+    metrics = ServerMetrics()
+    metrics.serve(*config.metrics_listen)
+    return metrics

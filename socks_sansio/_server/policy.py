@@ -28,8 +28,8 @@ from typing import Final, Literal, final
 
 import attrs
 
-from ._address import Address
-from ._errors import LocalProtocolError
+from .._address import Address
+from .._errors import LocalProtocolError
 
 __all__ = ["AccessPolicy", "AccessRule", "UserDatabase", "is_private"]
 

@@ -1,7 +1,7 @@
 """``socks-sansio check``: is each of these proxies healthy, and if not, why not?
 
 Strategy: for every proxy URL, open one tunnel to the user's target with
-:func:`adapters.sync.open_tunnel` (one deadline for TCP connect and handshake),
+:func:`socks_sansio.adapters.sync.open_tunnel` (one deadline for TCP connect and handshake),
 read the timings and bound address from its :class:`ConnectionInfo`, then
 optionally measure the first-byte latency:
 
@@ -44,10 +44,10 @@ from socks_sansio import (
     ProxyRefusedError,
     ProxyTimeoutError,
     ProxyURL,
+    listen_address,
 )
 
-from ._server_common import listen_address
-from .sync import open_tunnel
+from ..client.sync import open_tunnel
 
 __all__ = ["CheckResult", "check_proxy", "parse_payload", "run_checks"]
 

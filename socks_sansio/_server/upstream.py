@@ -3,7 +3,7 @@
 Strategy. Each ``--upstream`` flag is one :class:`UpstreamRule`: optional
 destination criteria (``to=`` host patterns and networks, ``port=`` ranges,
 the same syntax and matching as the access rules of
-:class:`socks_sansio._policy.AccessRule`, which does the matching here too) and
+:class:`~socks_sansio.AccessRule`, which does the matching here too) and
 a route: ``via=direct`` or ``via=URL[,URL...]`` (a chain, first hop first). A
 flag that is a bare proxy URL is a rule without criteria: the default route.
 Rules are tried in order and the first match wins; when none matches, the
@@ -23,8 +23,10 @@ from typing import final
 
 import attrs
 
-from socks_sansio import Address, LocalProtocolError, ProxyURL
-from socks_sansio._policy import AccessRule
+from .._address import Address
+from .._errors import LocalProtocolError
+from .._proxy_url import ProxyURL
+from .policy import AccessRule
 
 __all__ = ["UpstreamRule", "parse_upstream", "pick_route"]
 

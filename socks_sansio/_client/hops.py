@@ -1,63 +1,60 @@
-"""What the three backends share. Imports no I/O backend (asyncio, trio, socket, ssl).
+"""What a client call is made of: its hops, its deadline and its report. Pure.
 
-Everything protocol-related lives in the pure core (the :class:`ClientHandshake`
-driver); this module only holds what is about *connecting* and is the same on
-every backend: turning the ``proxy=`` argument into hops, the deadline, the
-connection report, and the logger.
+* The ``proxy=`` argument (a URL, a :class:`ProxyURL`, or a sequence of them)
+  becomes a list of proxies (:func:`to_proxies`), or comes from the environment
+  (:func:`proxies_from_environment`, given the mapping to read).
+* A chain of proxies is a list of :class:`Hop`: hop *i* asks for proxy *i+1*'s
+  address and the last hop for the real target (:func:`plan_hops`).
+* One :class:`Deadline` covers a whole call; its clock is the runner's.
+* :class:`ConnectionInfo` is what the call went through, for logs and diagnostics.
+* The SOCKS5 reply addresses (BIND, UDP ASSOCIATE) and the UDP relay's datagrams
+  are checked here too (:func:`advertised`, :func:`unwrap_relay_datagram`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, final
 
 import attrs
 
-from socks_sansio import (
-    Address,
-    ClientHandshake,
-    Command,
-    Host,
-    ProxyProtocol,
-    ProxyTimeoutError,
-    ProxyURL,
-    RemoteProtocolError,
-    parse_udp_datagram,
-    select_proxy,
-)
+from .._address import Address, Host
+from .._client_driver import ClientHandshake
+from .._codes import Command
+from .._environment import select_proxy
+from .._errors import ProxyTimeoutError, RemoteProtocolError
+from .._proxy_url import ProxyProtocol, ProxyURL
+from .._udp import parse_udp_datagram
 
 __all__ = [
-    "DEFAULT_RECV_SIZE",
     "ConnectionInfo",
     "Deadline",
     "Hop",
     "ProxySpec",
-    "SockAddr",
     "advertised",
-    "describe_target",
-    "literal_sockaddr",
-    "logger",
+    "client_logger",
     "plan_hops",
     "proxies_from_environment",
     "to_proxies",
     "unwrap_relay_datagram",
 ]
 
-logger: Final = logging.getLogger("socks_sansio.adapters")
-"""Every handshake step is logged here at DEBUG level, never with a password."""
-
-DEFAULT_RECV_SIZE: Final = 65536
+client_logger: Final = logging.getLogger("socks_sansio.client")
+"""Every step of a client plan is logged here at DEBUG level, never with a password."""
 
 ProxySpec = str | ProxyURL
 """A proxy as a URL string (``socks5h://user:pass@host:1080``) or a parsed :class:`ProxyURL`."""
 
 
 def to_proxies(proxy: ProxySpec | Sequence[ProxySpec] | None) -> list[ProxyURL]:
-    """The ``proxy=`` argument as a list of hops, first hop first (empty: connect directly)."""
+    """The ``proxy=`` argument as a list of hops, first hop first (empty: connect directly).
+
+    Raises:
+        LocalProtocolError: a URL does not parse.
+    """
     if proxy is None:
         return []
     if isinstance(proxy, str | ProxyURL):
@@ -66,7 +63,7 @@ def to_proxies(proxy: ProxySpec | Sequence[ProxySpec] | None) -> list[ProxyURL]:
 
 
 def proxies_from_environment(scheme: str, host: str, port: int, environ: Mapping[str, str]) -> list[ProxyURL]:
-    """The proxy the environment names for this target (``ALL_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``…), if any."""
+    """The proxy *environ* names for this target (``ALL_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``...), if any."""
     selected = select_proxy(scheme, host, port, environ=environ)
     return [] if selected is None else [selected]
 
@@ -97,34 +94,37 @@ class Hop:
 
 def plan_hops(proxies: Sequence[ProxyURL], target: Address) -> list[Hop]:
     """Pair each proxy with what it must connect to: hop *i* leads to proxy *i+1*, the last to *target*."""
-    hops = []
-    for i, proxy in enumerate(proxies):
-        hop_target = proxies[i + 1].address if i + 1 < len(proxies) else target
-        hops.append(Hop(proxy, hop_target))
-    return hops
+    last = len(proxies) - 1
+    return [Hop(proxy, proxies[i + 1].address if i < last else target) for i, proxy in enumerate(proxies)]
 
 
 @final
 class Deadline:
-    """One deadline for a whole call: TCP connect, every handshake step, and TLS.
+    """One deadline for a whole call: TCP connect, every handshake step, TLS, failover pauses.
 
     Args:
         timeout: seconds from now, or ``None`` for no deadline.
+        clock: the runner's monotonic clock, in seconds.
+
+    Raises:
+        ValueError: a negative *timeout*.
     """
 
-    __slots__ = ("_at", "timeout")
+    __slots__ = ("_clock", "at", "timeout")
 
-    def __init__(self, timeout: float | None) -> None:
-        if timeout is not None and timeout < 0:
+    def __init__(self, timeout: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        if timeout is not None and not timeout >= 0:  # also refuses NaN
             raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
         self.timeout = timeout
-        self._at = None if timeout is None else time.monotonic() + timeout
+        self._clock = clock
+        self.at = None if timeout is None else clock() + timeout
+        """When it passes, on the clock it was given (``None``: never)."""
 
     def remaining(self) -> float | None:
         """Seconds left (never negative), or ``None`` without a deadline."""
-        if self._at is None:
+        if self.at is None:
             return None
-        return max(0.0, self._at - time.monotonic())
+        return max(0.0, self.at - self._clock())
 
     def expired_error(self, what: str, proxy: str | None = None) -> ProxyTimeoutError:
         """The error to raise when the deadline passed during *what*."""
@@ -138,7 +138,7 @@ class ConnectionInfo:
 
     Attributes:
         proxies: each hop as a URL without its password, first hop first.
-        target: the final destination.
+        target: the final destination (for UDP ASSOCIATE: the address we announced).
         protocol: the protocol of the last hop (``None`` when connected directly).
         bound: the last proxy's reply address (its outgoing address for CONNECT).
         tls: whether TLS runs end to end with the target.
@@ -159,11 +159,11 @@ class ConnectionInfo:
     total_time: float
 
 
-def describe_target(host: str | bytes, port: int) -> Address:
-    """The target as an :class:`Address` (IP literals become addresses)."""
-    return Address(host, port)
-
-
+def advertised(bound: Address, proxy_host: Host | str) -> Address:
+    """A BIND or UDP ASSOCIATE reply address; an unspecified host (0.0.0.0, ::) means the proxy's own."""
+    if isinstance(bound.host, ipaddress.IPv4Address | ipaddress.IPv6Address) and bound.host.is_unspecified:
+        return Address(proxy_host, bound.port)
+    return bound
 
 
 def _same_endpoint(source: tuple[object, ...], relay: tuple[object, ...]) -> bool:
@@ -187,37 +187,14 @@ def unwrap_relay_datagram(
     RFC 1928 §7).
     """
     if not _same_endpoint(source, relay):
-        logger.debug("UDP: dropped a datagram from %s, not from the relay %s", source[:2], relay[:2])
+        client_logger.debug("UDP: dropped a datagram from %s, not from the relay %s", source[:2], relay[:2])
         return None
     try:
         datagram = parse_udp_datagram(packet)
     except RemoteProtocolError as exc:
-        logger.debug("UDP: dropped a malformed datagram: %s", exc.message)
+        client_logger.debug("UDP: dropped a malformed datagram: %s", exc.message)
         return None
     if datagram.is_fragment:
-        logger.debug("UDP: dropped a fragment (FRAG %d): no reassembly", datagram.fragment)
+        client_logger.debug("UDP: dropped a fragment (FRAG %d): no reassembly", datagram.fragment)
         return None
     return datagram.data, datagram.address
-
-
-def advertised(bound: Address, proxy_host: Host | str) -> Address:
-    """A BIND or UDP ASSOCIATE reply address; an unspecified host (0.0.0.0, ::) means the proxy's own."""
-    if isinstance(bound.host, ipaddress.IPv4Address | ipaddress.IPv6Address) and bound.host.is_unspecified:
-        return Address(proxy_host, bound.port)
-    return bound
-
-
-SockAddr = tuple[str, int] | tuple[str, int, int, int]
-
-
-def literal_sockaddr(address: Address) -> tuple[socket.AddressFamily, SockAddr] | None:
-    """The family and socket address of an IP literal, as ``getaddrinfo`` gives them; ``None`` for a name.
-
-    An IPv6 address with a zone (``fe80::1%eth0``) is left to ``getaddrinfo``, which knows the zone's index.
-    """
-    host = address.host
-    if type(host) is ipaddress.IPv4Address:
-        return socket.AF_INET, (str(host), address.port)
-    if type(host) is ipaddress.IPv6Address and host.scope_id is None:
-        return socket.AF_INET6, (str(host), address.port, 0, 0)
-    return None

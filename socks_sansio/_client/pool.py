@@ -1,4 +1,4 @@
-"""Bookkeeping for pools of prepared proxy connections. Imports no I/O backend.
+"""Pools of prepared proxy connections: the bookkeeping and the background policy. Pure.
 
 Strategy: a *prepared* connection is connected to the (first) proxy, through
 every hop of a chain but the last one's request: TLS is up, the SOCKS5 greeting
@@ -7,12 +7,15 @@ and RFC 1929 authentication are done, and the last hop's
 costs a single round trip (the request and its reply) instead of a TCP connect
 and up to three.
 
-:class:`IdleConnections` is the part every backend shares: the idle list, its
-time limit, how many refills to start, and the counters. Each backend's
-``ProxyPool`` does the I/O around it: it opens prepared connections (with the
-same code as a cold connect, stopped before the last request), checks that a
-connection it takes is still silent (a readable connection means the proxy
-closed it or sent something: either way it is unusable), and refills.
+:class:`IdleConnections` is the idle list, its time limit, how many refills to
+start, and the counters. :class:`PoolKeeper` adds the policy around it, as
+generators of pool operations (like the client plans): :meth:`PoolKeeper.maintain`
+is the background loop (refill, back off while preparing fails, close what
+expired, sleep until the next expiry) and :meth:`PoolKeeper.fill` the warm-up.
+Each backend's ``ProxyPool`` performs those operations: it opens prepared
+connections (a :class:`~socks_sansio.ConnectPlan` with ``prepare=True``), checks
+that a connection it takes is still silent (a readable connection means the proxy
+closed it or sent something: either way it is unusable), closes, waits and wakes.
 
 Choices:
 
@@ -33,12 +36,14 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Generic, TypeVar, final
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, TypeVar, final
 
-import attrs
+from .._errors import LocalProtocolError
+from .hops import ProxySpec, client_logger, to_proxies
+from .operations import NOTIFY, PREPARE, WAIT_CHANGED, Discard, Pause, PoolOperation, Wait
 
-__all__ = ["IdleConnections", "PoolStats", "check_pool_settings"]
+__all__ = ["IdleConnections", "PoolKeeper", "PoolStats", "check_pool_settings"]
 
 _C = TypeVar("_C")
 
@@ -61,9 +66,8 @@ def check_pool_settings(size: int, idle_timeout: float) -> None:
 
 
 @final
-@attrs.define
 class PoolStats:
-    """What a pool did so far.
+    """What a pool did so far (live counters: read them, do not set them).
 
     Attributes:
         hits: calls served by a prepared connection (one round trip).
@@ -74,11 +78,25 @@ class PoolStats:
         failed: attempts to open one that failed (the proxy down, refusing us...).
     """
 
-    hits: int = 0
-    misses: int = 0
-    discarded: int = 0
-    opened: int = 0
-    failed: int = 0
+    __slots__ = ("discarded", "failed", "hits", "misses", "opened")
+
+    def __init__(self, hits: int = 0, misses: int = 0, discarded: int = 0, opened: int = 0, failed: int = 0) -> None:
+        self.hits = hits
+        self.misses = misses
+        self.discarded = discarded
+        self.opened = opened
+        self.failed = failed
+
+    def _counts(self) -> tuple[int, int, int, int, int]:
+        return self.hits, self.misses, self.discarded, self.opened, self.failed
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PoolStats) and self._counts() == other._counts()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return "PoolStats(hits={}, misses={}, discarded={}, opened={}, failed={})".format(*self._counts())
 
 
 @final
@@ -191,3 +209,113 @@ class IdleConnections(Generic[_C]):
         doomed = [conn for _, conn in self._idle]
         self._idle.clear()
         return doomed
+
+
+# -- the policy --------------------------------------------------------------------------
+
+
+@final
+class PoolKeeper(Generic[_C]):
+    """The policy of one pool: when to prepare, how long to back off, what to close.
+
+    Not thread-safe: the sync pool advances its generators holding its lock and
+    performs the operations (but :class:`Wait`) without it. A runner that stops
+    one of its generators midway (a cancellation) closes it, which cancels the
+    refills it had counted.
+
+    Args:
+        proxy: the proxy, or chain, every connection of the pool goes through.
+        size: how many prepared connections to keep ready.
+        idle_timeout: seconds a prepared connection may wait unused; also the longest backoff.
+        clock: the runner's monotonic clock.
+
+    Raises:
+        LocalProtocolError: no proxy, or a bad proxy URL.
+        ValueError, TypeError: a *size* or *idle_timeout* that cannot work.
+    """
+
+    __slots__ = ("_backoff", "chain", "idle")
+
+    def __init__(
+        self,
+        proxy: ProxySpec | Sequence[ProxySpec],
+        *,
+        size: int,
+        idle_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.chain = tuple(to_proxies(proxy))
+        if not self.chain:
+            raise LocalProtocolError("a ProxyPool needs at least one proxy")
+        self.idle: IdleConnections[_C] = IdleConnections(size, idle_timeout, clock=clock)
+        self._backoff = 0.0
+
+    def __repr__(self) -> str:
+        return f"<ProxyPool via {[p.redacted() for p in self.chain]} {self.idle.stats}>"
+
+    def maintain(self) -> Generator[PoolOperation, Any, None]:
+        """The background loop, until the pool closes: refill, back off, close the expired, wait."""
+        idle = self.idle
+        while not idle.closed:
+            doomed = idle.expired()
+            if doomed:
+                yield Discard(doomed)
+            wanted = idle.start_refills()
+            if not wanted:
+                yield Wait(idle.next_expiry())
+                continue
+            error = yield from self._refill(wanted)
+            if error is None:
+                self._backoff = 0.0
+            else:
+                client_logger.debug("pool: preparing a connection failed: %s: %s", type(error).__name__, error)
+                self._backoff = min(max(2 * self._backoff, 0.1), idle.idle_timeout)
+                yield Pause(self._backoff)
+
+    def fill(self) -> Generator[PoolOperation, Any, None]:
+        """Prepare connections until *size* are ready (counting those under way): a warm-up.
+
+        Raises:
+            RuntimeError: the pool is closed.
+            Exception: the first error preparing one raised (the proxy refused us...).
+        """
+        idle = self.idle
+        while True:
+            if idle.closed:
+                raise RuntimeError("this ProxyPool is closed")
+            wanted = idle.start_refills()
+            if not wanted:
+                if not idle.opening:
+                    return
+                yield WAIT_CHANGED  # the background is opening the last ones
+                continue
+            error = yield from self._refill(wanted)
+            if error is not None:
+                raise error
+
+    def _refill(self, wanted: int) -> Generator[PoolOperation, Any, BaseException | None]:
+        """Prepare *wanted* connections (counted by start_refills) one by one and keep them.
+
+        Stops at the first failure and returns its error (``None``: all ready).
+        Refills not attempted are cancelled, also when the runner stops midway.
+        """
+        idle = self.idle
+        left = wanted
+        error: BaseException | None = None
+        try:
+            while left:
+                try:
+                    connection = yield PREPARE
+                except Exception as exc:
+                    left -= 1
+                    idle.refilled(None)
+                    error = exc
+                    break
+                left -= 1
+                if not idle.refilled(connection):
+                    yield Discard((connection,))  # the pool closed meanwhile
+        finally:
+            idle.cancel_refills(left)
+        yield NOTIFY
+        return error
+

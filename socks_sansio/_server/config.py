@@ -1,59 +1,41 @@
-"""What the asyncio and trio proxy servers share; imports no I/O backend.
+"""The proxy server's settings, checked as a whole. Pure.
 
-The protocol work is the core's :class:`ServerHandshake`; the decisions are
-the core's :class:`UserDatabase` and :class:`AccessPolicy`. This module holds
-the server's settings, its counters, how a failed dial maps to a reply, and
-the one log line written per tunnel; the rate limiter and the metrics each
-server builds from its settings (:meth:`ServerConfig.rate_limiter`,
-:meth:`ServerConfig.metrics`); also the TLS contexts (listening with
-``tls_cert``/``tls_key``, and the one used to reach ``https://`` upstreams) and
-the upstream route of a target (see :mod:`._upstream`).
+:class:`ServerConfig` is everything ``socks-sansio serve`` can be told (the
+command line and its TOML file build one), validated when it is made so that
+a server never starts half-configured: an open relay beyond loopback without
+``allow_open_relay``, TLS listeners without a certificate, per-user limits
+without users are all refused with a message naming the flag to change.
+
+What needs I/O to exist (the TLS contexts, the metrics endpoint) is built from
+it by the server runners in ``socks_sansio.adapters.server``.
 """
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import ipaddress
-import logging
-import ssl
-from collections import Counter
 from typing import Final, final
 
 import attrs
 
-from socks_sansio import (
-    Address,
-    Failure,
-    ProxyAuthError,
-    ProxyError,
-    ProxyProtocol,
-    ProxyRefusedError,
-    ProxyTimeoutError,
-    ProxyURL,
-    ServerHandshake,
-)
-from socks_sansio._policy import AccessPolicy, UserDatabase
-from socks_sansio._ratelimit import RateLimitConfig, RateLimits
+from .._address import Address
+from .._proxy_url import ProxyProtocol, ProxyURL
+from .._server_driver import ServerHandshake
+from .policy import AccessPolicy, UserDatabase
+from .ratelimit import RateLimitConfig, RateLimits
+from .upstream import UpstreamRule, pick_route
 
-from ._metrics import MISSING_EXTRA, Metrics, NullMetrics, ServerMetrics
-from ._upstream import UpstreamRule, pick_route
+__all__ = ["METRICS_EXTRA", "ServerConfig", "listen_address"]
 
-__all__ = [
-    "ServerConfig",
-    "ServerStats",
-    "failure_for",
-    "format_tunnel",
-    "listen_address",
-    "server_logger",
-    "upstream_failure",
-]
-
-server_logger: Final = logging.getLogger("socks_sansio.server")
+METRICS_EXTRA: Final = "metrics need the 'metrics' extra: pip install 'socks-sansio[metrics]' (prometheus-client)"
 
 
 def listen_address(text: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``:port`` (all of 127.0.0.1) as ``(host, port)``."""
+    """``host:port``, ``[v6]:port`` or ``:port`` (all of 127.0.0.1) as ``(host, port)``.
+
+    Raises:
+        LocalProtocolError: not an authority with a port.
+    """
     if text.startswith(":"):
         text = "127.0.0.1" + text
     address = Address.parse_authority(text)
@@ -158,7 +140,18 @@ class ServerConfig:
         if self.reuse_port:
             raise ValueError("--metrics-listen cannot be combined with --workers > 1 (each process has its own counts)")
         if importlib.util.find_spec("prometheus_client") is None:
-            raise ValueError(f"--metrics-listen: {MISSING_EXTRA}")
+            raise ValueError(f"--metrics-listen: {METRICS_EXTRA}")
+
+    @property
+    def byte_limits(self) -> bool:
+        """Whether any byte rate limit is set (relays then charge what they move)."""
+        limits = self.rate_limits
+        return limits.bytes_per_user is not None or limits.bytes_per_client is not None
+
+    @property
+    def udp_allowed(self) -> bool:
+        """UDP ASSOCIATE cannot follow a TCP proxy chain: refused when any upstream rule names a proxy."""
+        return not any(rule.via for rule in self.upstreams)
 
     def handshake(self) -> ServerHandshake:
         """A fresh server driver with this configuration's policy."""
@@ -173,17 +166,6 @@ class ServerConfig:
         """A fresh limiter with this configuration's limits (one per server: it holds the buckets)."""
         return RateLimits(self.rate_limits)
 
-    def metrics(self) -> Metrics:
-        """The server's metrics: serving on ``metrics_listen`` if set, else :class:`NullMetrics`.
-
-        Close it with the server. Raises OSError when the metrics address cannot be bound.
-        """
-        if self.metrics_listen is None:
-            return NullMetrics()
-        metrics = ServerMetrics()
-        metrics.serve(*self.metrics_listen)
-        return metrics
-
     def rate_limited_user(self, handshake: ServerHandshake) -> bytes | None:
         """The user a handshake's rate limits count against: the one who logged in.
 
@@ -195,118 +177,13 @@ class ServerConfig:
             return None
         return handshake.username
 
-    def server_ssl_context(self) -> ssl.SSLContext:
-        """The context for ``tls_listen`` addresses (raises OSError / ssl.SSLError on unreadable files)."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
-        return context
-
-    def upstream_ssl_context(self) -> ssl.SSLContext:
-        """The context for ``https://`` upstreams: ``upstream_cacert`` if given, else the system's CAs."""
-        return ssl.create_default_context(cafile=self.upstream_cacert)
-
     def route(self, target: Address) -> tuple[ProxyURL, ...]:
         """The proxy chain *target* goes through (``()``: dial directly)."""
         return pick_route(self.upstreams, target)
 
     def check_credentials(self, username: bytes, password: bytes) -> bool:
-        """Whether the user list accepts these credentials (any, when there is no list)."""
+        """Whether the user list accepts these credentials (any, when there is no list).
+
+        A hashed password costs PBKDF2: runners call this off their event loop.
+        """
         return self.users is None or self.users.check(username, password)
-
-
-_ERRNO_FAILURES: Final = {
-    errno.ECONNREFUSED: Failure.CONNECTION_REFUSED,
-    errno.ECONNRESET: Failure.CONNECTION_REFUSED,
-    errno.ENETUNREACH: Failure.NETWORK_UNREACHABLE,
-    errno.ENETDOWN: Failure.NETWORK_UNREACHABLE,
-    errno.EHOSTUNREACH: Failure.HOST_UNREACHABLE,
-    errno.EHOSTDOWN: Failure.HOST_UNREACHABLE,
-    errno.EADDRNOTAVAIL: Failure.HOST_UNREACHABLE,
-    errno.ETIMEDOUT: Failure.TIMED_OUT,
-    errno.EAFNOSUPPORT: Failure.ADDRESS_TYPE_NOT_SUPPORTED,
-}
-
-
-def failure_for(exc: BaseException) -> Failure:
-    """The reply for a dial that raised *exc* (time-outs map to TIMED_OUT)."""
-    # Python 3.10's asyncio.TimeoutError is not yet the builtin; it has the same name.
-    if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
-        return Failure.TIMED_OUT
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return _ERRNO_FAILURES.get(exc.errno, Failure.GENERAL_FAILURE)
-    return Failure.GENERAL_FAILURE
-
-
-def upstream_failure(exc: ProxyError) -> Failure:
-    """The reply for a tunnel an upstream proxy could not open.
-
-    A SOCKS5 upstream's own refusal is passed on (a refused target stays
-    CONNECTION_REFUSED, REP 5; an HTTP upstream's 502 or a SOCKS4 refusal says
-    nothing finer, so it is CONNECTION_REFUSED too, while HTTP 403 and 504 are
-    NOT_ALLOWED and TIMED_OUT); a time-out is TIMED_OUT; an unreachable upstream,
-    a refused login or a broken protocol is GENERAL_FAILURE (the client can do
-    nothing about the upstream's credentials).
-    """
-    if isinstance(exc, ProxyTimeoutError):
-        return Failure.TIMED_OUT
-    if isinstance(exc, ProxyRefusedError) and not isinstance(exc, ProxyAuthError):
-        if exc.protocol == "socks5":
-            return next((f for f in Failure if f.socks5_code == exc.code), Failure.GENERAL_FAILURE)
-        if exc.protocol == "http":
-            return {403: Failure.NOT_ALLOWED, 504: Failure.TIMED_OUT}.get(exc.code, Failure.CONNECTION_REFUSED)
-        return Failure.CONNECTION_REFUSED
-    return Failure.GENERAL_FAILURE
-
-
-@final
-class ServerStats:
-    """Counters readable while the server runs (and logged with ``stats_interval``)."""
-
-    __slots__ = ("active", "bytes_down", "bytes_up", "failures", "tunnels")
-
-    def __init__(self) -> None:
-        self.active = 0
-        self.tunnels: Counter[str] = Counter()
-        self.failures: Counter[str] = Counter()
-        self.bytes_up = 0
-        self.bytes_down = 0
-
-    def snapshot(self) -> dict[str, object]:
-        """The counters as a plain dict."""
-        return {
-            "active": self.active,
-            "tunnels": dict(self.tunnels),
-            "failures": dict(self.failures),
-            "bytes_up": self.bytes_up,
-            "bytes_down": self.bytes_down,
-        }
-
-    def line(self) -> str:
-        """One log line."""
-        tunnels = sum(self.tunnels.values())
-        failures = ", ".join(f"{k}={v}" for k, v in sorted(self.failures.items())) or "none"
-        return (
-            f"stats: active={self.active} tunnels={tunnels} up={self.bytes_up} down={self.bytes_down} "
-            f"failures: {failures}"
-        )
-
-
-def format_tunnel(
-    *,
-    client: str,
-    user: bytes | None,
-    protocol: ProxyProtocol | None,
-    command: str,
-    target: Address | None,
-    up: int,
-    down: int,
-    duration: float,
-    outcome: str,
-) -> str:
-    """The one line logged per connection. Never includes a password."""
-    name = user.decode("utf-8", "backslashreplace") if user else "-"
-    return (
-        f"{client} user={name} proto={protocol.name.lower() if protocol else '-'} cmd={command} "
-        f"target={target if target is not None else '-'} up={up} down={down} time={duration:.3f}s outcome={outcome}"
-    )

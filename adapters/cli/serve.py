@@ -1,7 +1,10 @@
-"""The ``socks-sansio`` command: ``serve`` (the proxy), ``connect`` (a netcat-like tunnel), ``check``, ``demo``.
+"""``socks-sansio serve``: the proxy server, from flags and a TOML file.
 
-Every ``serve`` flag can also be given in a TOML file (``--config``) under the
-same name with dashes or underscores (``max-clients = 100``); flags win.
+Every flag can also be given in a TOML file (``--config``) under the same name
+with dashes or underscores (``max-clients = 100``); flags win. The settings
+become one :class:`~socks_sansio.ServerConfig` (which checks them as a whole),
+run by the asyncio or the trio server, in one process or several sharing the
+port (``--workers``).
 """
 
 from __future__ import annotations
@@ -17,20 +20,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from socks_sansio import LocalProtocolError, ProxyProtocol, __version__
-from socks_sansio._cli import demo
-from socks_sansio._policy import AccessPolicy, AccessRule, UserDatabase
-from socks_sansio._ratelimit import Rate, RateLimitConfig
+from socks_sansio import (
+    AccessPolicy,
+    AccessRule,
+    LocalProtocolError,
+    ProxyProtocol,
+    Rate,
+    RateLimitConfig,
+    ServerConfig,
+    UserDatabase,
+    __version__,
+    listen_address,
+    parse_upstream,
+)
 
-from ._server_common import ServerConfig, listen_address, server_logger
-from ._upstream import parse_upstream
-
-__all__ = ["build_config", "main"]
+__all__ = ["add_parser", "build_config", "config_from_argv", "run"]
 
 _PROTOCOL_NAMES = {"socks5": ProxyProtocol.SOCKS5, "socks4": ProxyProtocol.SOCKS4, "http": ProxyProtocol.HTTP}
+server_logger = logging.getLogger("socks_sansio.server")
 
 
-def _serve_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
+    """Add ``serve`` and its flags to the command line."""
     serve = commands.add_parser("serve", help="run a SOCKS5 + SOCKS4/4a + HTTP CONNECT proxy")
     serve.add_argument("--config", type=Path, help="TOML file with the same keys as these flags")
     serve.add_argument("--listen", action="append", help="host:port or [v6]:port to listen on (repeatable; "
@@ -106,6 +117,18 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None and key not in ("config", "command"):
             settings[key] = value
     return settings
+
+
+def config_from_argv(argv: Sequence[str]) -> ServerConfig:
+    """The :class:`ServerConfig` that ``socks-sansio serve ARGV...`` would run (its ``--config`` file included).
+
+    Raises:
+        SystemExit: a flag the command line refuses (argparse's usage error).
+        ValueError, LocalProtocolError, OSError: settings that cannot work.
+    """
+    parser = argparse.ArgumentParser(prog="socks-sansio")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return build_config(_merge(parser.parse_args(["serve", *argv])))
 
 
 def build_config(settings: dict[str, Any]) -> ServerConfig:
@@ -186,7 +209,7 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
 
 
 async def _run_asyncio(config: ServerConfig) -> None:
-    from .asyncio_server import ProxyServer
+    from ..server.asyncio import ProxyServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -206,14 +229,15 @@ async def _run_asyncio(config: ServerConfig) -> None:
 
 def _run(config: ServerConfig, backend: str) -> None:
     if backend == "trio":
-        from .trio_server import run as run_trio
+        from ..server.trio import run as run_trio
 
         run_trio(config)
     else:
         asyncio.run(_run_asyncio(config))
 
 
-def _serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``socks-sansio serve``: returns the exit status."""
     settings = _merge(args)
     logging.basicConfig(
         level=getattr(logging, str(settings.get("log_level", "info")).upper()),
@@ -264,71 +288,3 @@ def _run_workers(config: ServerConfig, backend: str, workers: int) -> int:
     return status
 
 
-def _connect(args: argparse.Namespace) -> int:
-    from socks_sansio import LocalProtocolError, ProxyError
-
-    from .sync import connect
-
-    try:
-        sock = connect(args.host, args.port, proxy=args.proxy, timeout=args.timeout)
-    except (ProxyError, LocalProtocolError, OSError) as exc:
-        print(f"socks-sansio connect: {exc}", file=sys.stderr)
-        return 1
-    with sock:
-        return _pipe_stdio(sock)
-
-
-def _pipe_stdio(sock: Any) -> int:
-    """Copy stdin to the tunnel (then half-close it) and the tunnel to stdout, until both are done."""
-    import threading
-
-    def upstream() -> None:
-        with contextlib.suppress(OSError):
-            while data := os.read(sys.stdin.fileno(), 65536):
-                sock.sendall(data)
-            sock.shutdown(1)  # SHUT_WR: the remote side sees our EOF
-
-    thread = threading.Thread(target=upstream, daemon=True)
-    thread.start()
-    out = sys.stdout.buffer
-    while data := sock.recv(65536):
-        out.write(data)
-        out.flush()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="socks-sansio", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"socks-sansio {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(commands)
-    connect = commands.add_parser("connect", help="open a tunnel through a proxy and pipe stdin/stdout through it")
-    connect.add_argument("--proxy", required=True, action="append",
-                         help="proxy URL, e.g. socks5h://user:pass@host:1080 (repeat for a chain)")
-    connect.add_argument("--timeout", type=float, default=30.0, help="seconds for connect + handshake")
-    connect.add_argument("host")
-    connect.add_argument("port", type=int)
-    check = commands.add_parser("check", help="check proxies: protocol, auth, latency, bound address, diagnosis")
-    check.add_argument("urls", nargs="+", metavar="URL", help="proxy URL, e.g. socks5h://user:pass@host:1080")
-    check.add_argument("--target", required=True, metavar="HOST:PORT", help="where to tunnel to through each proxy")
-    check.add_argument("--timeout", type=float, default=10.0, help="seconds per proxy for connect + handshake")
-    check.add_argument("--json", action="store_true", help="one JSON object per line")
-    check.add_argument("--send", metavar="BYTES", help="send this (escapes like \\r\\n decoded) and time the "
-                       "first byte back, e.g. for an echo target")
-    check.add_argument("--banner", action="store_true", help="time the target's first byte without sending")
-    show = commands.add_parser("demo", help="show a SOCKS5 handshake between two in-memory machines")
-    show.add_argument("target", nargs="?", default="example.com:443", help="host:port to CONNECT to")
-    show.add_argument("--user", help="authenticate with RFC 1929 as this user")
-    show.add_argument("--password", default="", help="password for --user")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "connect":
-        return _connect(args)
-    if args.command == "check":
-        from .check import run_checks
-
-        return run_checks(args.urls, args.target, timeout=args.timeout, as_json=args.json, send=args.send,
-                          banner=args.banner)
-    return demo(args.target, args.user, args.password)

@@ -41,8 +41,8 @@ from typing import Final, Literal, final
 
 import attrs
 
-from ._errors import LocalProtocolError
-from ._validators import to_bytes
+from .._errors import LocalProtocolError
+from .._validators import to_bytes
 
 __all__ = ["Rate", "RateLimitConfig", "RateLimits", "TokenBucket"]
 

@@ -1,0 +1,51 @@
+"""The ``socks-sansio`` command: ``serve`` (the proxy), ``connect`` (a netcat-like tunnel), ``check``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from socks_sansio import __version__
+
+from . import connect as connect_command
+from . import serve
+from .demo import demo
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="socks-sansio", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"socks-sansio {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve.add_parser(commands)
+    connect = commands.add_parser("connect", help="open a tunnel through a proxy and pipe stdin/stdout through it")
+    connect.add_argument("--proxy", required=True, action="append",
+                         help="proxy URL, e.g. socks5h://user:pass@host:1080 (repeat for a chain)")
+    connect.add_argument("--timeout", type=float, default=30.0, help="seconds for connect + handshake")
+    connect.add_argument("host")
+    connect.add_argument("port", type=int)
+    check = commands.add_parser("check", help="check proxies: protocol, auth, latency, bound address, diagnosis")
+    check.add_argument("urls", nargs="+", metavar="URL", help="proxy URL, e.g. socks5h://user:pass@host:1080")
+    check.add_argument("--target", required=True, metavar="HOST:PORT", help="where to tunnel to through each proxy")
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds per proxy for connect + handshake")
+    check.add_argument("--json", action="store_true", help="one JSON object per line")
+    check.add_argument("--send", metavar="BYTES", help="send this (escapes like \\r\\n decoded) and time the "
+                       "first byte back, e.g. for an echo target")
+    check.add_argument("--banner", action="store_true", help="time the target's first byte without sending")
+    show = commands.add_parser("demo", help="show a SOCKS5 handshake between two in-memory machines")
+    show.add_argument("target", nargs="?", default="example.com:443", help="host:port to CONNECT to")
+    show.add_argument("--user", help="authenticate with RFC 1929 as this user")
+    show.add_argument("--password", default="", help="password for --user")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve.run(args)
+    if args.command == "connect":
+        return connect_command.run(args)
+    if args.command == "check":
+        from .check import run_checks
+
+        return run_checks(args.urls, args.target, timeout=args.timeout, as_json=args.json, send=args.send,
+                          banner=args.banner)
+    return demo(args.target, args.user, args.password)
