@@ -168,6 +168,8 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
     Each value is a whole fuzzer input (header octets included: see fuzz/targets.py).
     """
     from fuzz.targets import make_input as m
+    from fuzz.targets_http_forward import seed_inputs as http_forward_seeds
+    from fuzz.targets_proxy_protocol import seed_inputs as proxy_protocol_seeds
 
     ok = b"\x05\x00\x00"
     s5_client = {
@@ -369,6 +371,8 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
         "socks4_server": s4_server, "http_client": http_client, "http_server": http_server,
         "frames": frames, "udp": udp, "proxy_url": proxy_url, "detect": detect,
         "client_driver": client_driver, "server_driver": server_driver,
+        "proxy_protocol": proxy_protocol_seeds(),
+        **http_forward_seeds(),
     }
 
 

@@ -35,6 +35,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from fuzz.targets_http_forward import (
+    check_http_forward_client,
+    check_http_forward_server,
+    target_http_forward_client,
+    target_http_forward_server,
+)
+from fuzz.targets_proxy_protocol import check_proxy_protocol, target_proxy_protocol
 from socks_sansio import (
     NEED_DATA,
     PAUSED,
@@ -769,6 +776,9 @@ CHECKS: Final[dict[str, Check]] = {
     "frames": check_frames,
     "client_driver": check_client_driver,
     "server_driver": check_server_driver,
+    "proxy_protocol": check_proxy_protocol,
+    "http_forward_server": check_http_forward_server,
+    "http_forward_client": check_http_forward_client,
 }
 """The stream targets, callable with an explicit chunking (for property tests)."""
 
@@ -788,5 +798,8 @@ TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "udp": target_udp,
     "proxy_url": target_proxy_url,
     "detect": target_detect,
+    "proxy_protocol": target_proxy_protocol,  # the same as _from_check(check_proxy_protocol), by name
+    "http_forward_server": target_http_forward_server,  # the same as _from_check(check_...), by name
+    "http_forward_client": target_http_forward_client,
 }
 """Every fuzz target by name: ``target(data: bytes) -> None``."""

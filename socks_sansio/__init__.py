@@ -66,6 +66,32 @@ from ._http_events import ConnectRequest as ConnectRequest
 from ._http_events import ConnectResponse as ConnectResponse
 from ._http_events import HttpConnectEvent as HttpConnectEvent
 from ._http_events import proxy_basic_auth as proxy_basic_auth
+from ._http_forward import HOP_BY_HOP as HOP_BY_HOP
+from ._http_forward import BodyEncoder as BodyEncoder
+from ._http_forward import ForwardedHead as ForwardedHead
+from ._http_forward import RequestKind as RequestKind
+from ._http_forward import forward_request as forward_request
+from ._http_forward import forward_response as forward_response
+from ._http_forward import proxy_credentials as proxy_credentials
+from ._http_forward import request_kind as request_kind
+from ._http_forward_events import ConnectHandOff as ConnectHandOff
+from ._http_forward_events import ForwardBodyData as ForwardBodyData
+from ._http_forward_events import ForwardEndOfMessage as ForwardEndOfMessage
+from ._http_forward_events import ForwardRequest as ForwardRequest
+from ._http_forward_events import ForwardResponse as ForwardResponse
+from ._http_forward_reader import ForwardRequestReader as ForwardRequestReader
+from ._http_forward_reader import ForwardState as ForwardState
+from ._http_forward_response import ForwardResponseReader as ForwardResponseReader
+from ._proxy_protocol import DEFAULT_MAX_PROXY_HEADER_SIZE as DEFAULT_MAX_PROXY_HEADER_SIZE
+from ._proxy_protocol import MAX_PROXY_V1_HEADER_SIZE as MAX_PROXY_V1_HEADER_SIZE
+from ._proxy_protocol import MAX_PROXY_V2_HEADER_SIZE as MAX_PROXY_V2_HEADER_SIZE
+from ._proxy_protocol import PROXY_V2_SIGNATURE as PROXY_V2_SIGNATURE
+from ._proxy_protocol import ProxyCommand as ProxyCommand
+from ._proxy_protocol import ProxyFamily as ProxyFamily
+from ._proxy_protocol import ProxyHeader as ProxyHeader
+from ._proxy_protocol import ProxyHeaderReader as ProxyHeaderReader
+from ._proxy_protocol import ProxyTLVType as ProxyTLVType
+from ._proxy_protocol import encode_proxy_header as encode_proxy_header
 from ._proxy_url import DEFAULT_PORTS as DEFAULT_PORTS
 from ._proxy_url import ProxyProtocol as ProxyProtocol
 from ._proxy_url import ProxyURL as ProxyURL
@@ -128,12 +154,17 @@ from ._version import __version__ as __version__
 __all__ = [
     "CLIENT",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_PROXY_HEADER_SIZE",
     "DEFAULT_PORTS",
     "FRAME_HEADER_SIZE",
+    "HOP_BY_HOP",
+    "MAX_PROXY_V1_HEADER_SIZE",
+    "MAX_PROXY_V2_HEADER_SIZE",
     "MAX_UDP_HEADER_SIZE",
     "MIN_DETECT_BYTES",
     "NEED_DATA",
     "PAUSED",
+    "PROXY_V2_SIGNATURE",
     "SERVER",
     "UNSPECIFIED_ADDRESS",
     "AccessPolicy",
@@ -142,11 +173,13 @@ __all__ = [
     "AddressType",
     "AssociatePlan",
     "AuthMethod",
+    "BodyEncoder",
     "ClientClosed",
     "ClientHandshake",
     "Command",
     "CommandReply",
     "CommandRequest",
+    "ConnectHandOff",
     "ConnectPlan",
     "ConnectRequest",
     "ConnectResponse",
@@ -155,6 +188,14 @@ __all__ = [
     "CredentialsReceived",
     "Deadline",
     "Failure",
+    "ForwardBodyData",
+    "ForwardEndOfMessage",
+    "ForwardRequest",
+    "ForwardRequestReader",
+    "ForwardResponse",
+    "ForwardResponseReader",
+    "ForwardState",
+    "ForwardedHead",
     "Frame",
     "FrameDecoder",
     "Greeting",
@@ -178,12 +219,17 @@ __all__ = [
     "PoolStats",
     "ProtocolError",
     "ProxyAuthError",
+    "ProxyCommand",
     "ProxyConnectionError",
     "ProxyError",
+    "ProxyFamily",
+    "ProxyHeader",
+    "ProxyHeaderReader",
     "ProxyProtocol",
     "ProxyProtocolError",
     "ProxyRefusedError",
     "ProxySpec",
+    "ProxyTLVType",
     "ProxyTimeoutError",
     "ProxyURL",
     "Rate",
@@ -191,6 +237,7 @@ __all__ = [
     "RateLimits",
     "RemoteProtocolError",
     "ReplyCode",
+    "RequestKind",
     "ResponseReader",
     "RetryPolicy",
     "Role",
@@ -224,13 +271,18 @@ __all__ = [
     "client_operations",
     "detect_protocol",
     "encode_frame",
+    "encode_proxy_header",
     "encode_request",
     "encode_udp_datagram",
+    "forward_request",
+    "forward_response",
     "listen_address",
     "needs_local_resolution",
     "parse_udp_datagram",
     "parse_upstream",
     "proxy_basic_auth",
+    "proxy_credentials",
+    "request_kind",
     "select_proxy",
     "server_operations",
     "to_proxies",
