@@ -10,7 +10,7 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PEER_PACKAGES=(dante-server microsocks tinyproxy curl haproxy redis-server)
+PEER_PACKAGES=(dante-server microsocks tinyproxy curl haproxy redis-server graphviz)
 PEER_USER=sockstest
 PEER_PASS=sockstest-pass
 POLICY=/usr/sbin/policy-rc.d
@@ -86,7 +86,7 @@ echo "${PEER_USER}:${PEER_PASS}" | chpasswd
 for pkg in "${PEER_PACKAGES[@]}"; do
     dpkg-query -W -f='${Package} ${Version}\n' "$pkg"
 done
-for bin in danted microsocks tinyproxy curl haproxy redis-server; do
+for bin in danted microsocks tinyproxy curl haproxy redis-server dot; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install-peers.sh: $bin not on PATH" >&2; exit 1; }
 done
 if command -v ss >/dev/null 2>&1; then

@@ -1,8 +1,9 @@
-"""Command line runner: ``python -m bench [--quick] [--json FILE] [--only NAME[,NAME]] [--list]``.
+"""Command line runner: ``python -m bench [--quick] [--json FILE] [--plot DIR] [--only NAME[,NAME]] [--list]``.
 
 Imports every benchmark module (each registers itself in
 :data:`bench.common.REGISTRY`), runs the selected benchmarks in registration
-order, prints one table per result and optionally writes all results as JSON.
+order, prints one table per result and optionally writes all results as JSON
+and draws them as SVG plots (:mod:`bench.plots`, needs matplotlib).
 A benchmark that raises :class:`bench.common.BenchSkipped` is reported as
 skipped; any other exception is reported and makes the exit status 1.
 """
@@ -16,7 +17,7 @@ import sys
 import time
 import traceback
 
-from bench.common import REGISTRY, BenchSkipped, Result, print_table, settle_time_wait, write_json
+from bench.common import REGISTRY, BenchSkipped, Result, print_table, results_document, settle_time_wait, write_json
 
 # Benchmark modules, imported in this order; a missing optional module is skipped.
 MODULES = ("bench.codec", "bench.clients", "bench.server")
@@ -37,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (whole suite under a minute)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--plot", metavar="DIR", help="also draw SVG plots of the results into DIR (needs matplotlib)")
     parser.add_argument("--only", metavar="NAME[,NAME]", help="run only these benchmarks (see --list)")
     parser.add_argument("--list", action="store_true", help="list benchmark names and exit")
     args = parser.parse_args(argv)
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install -e '.[bench]'")
     load_modules()
     if args.list:
         for bench in REGISTRY.values():
@@ -83,19 +87,21 @@ def main(argv: list[str] | None = None) -> int:
         timings[name] = round(time.perf_counter() - start, 3)
         print(f"   ({name}: {timings[name]:.1f} s)", flush=True)
 
+    meta = {
+        "mode": mode,
+        "benchmarks": names,
+        "results_by_benchmark": produced,
+        "skipped": skipped,
+        "failed": failed,
+        "seconds": timings,
+    }
     if args.json:
-        write_json(
-            results,
-            args.json,
-            meta={
-                "mode": mode,
-                "benchmarks": names,
-                "results_by_benchmark": produced,
-                "skipped": skipped,
-                "failed": failed,
-                "seconds": timings,
-            },
-        )
+        write_json(results, args.json, meta=meta)
+    if args.plot:
+        from bench.plots import make_plots
+
+        for plot in make_plots(results_document(results, meta=meta), args.plot):
+            print(f"plot: {plot.path}")
     if failed:
         print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
         return 1

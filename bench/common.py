@@ -218,11 +218,18 @@ def environment() -> dict[str, Any]:
     }
 
 
+def results_document(results: Sequence[Result], *, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"meta": ..., "results": [...]}``, as :func:`write_json` writes it (non-finite numbers become None)."""
+    doc = _finite({"meta": {**environment(), **(meta or {})}, "results": [r.to_dict() for r in results]})
+    assert isinstance(doc, dict)
+    return doc
+
+
 def write_json(results: Sequence[Result], path: str | os.PathLike[str], *, meta: dict[str, Any] | None = None) -> None:
     """Write ``{"meta": ..., "results": [...]}`` (non-finite numbers become null)."""
-    doc = {"meta": {**environment(), **(meta or {})}, "results": [r.to_dict() for r in results]}
+    doc = results_document(results, meta=meta)
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(_finite(doc), fh, indent=2, sort_keys=False)
+        json.dump(doc, fh, indent=2, sort_keys=False)
         fh.write("\n")
 
 

@@ -35,7 +35,13 @@ from socks_sansio._http_forward import (
     forward_response,
     hop_by_hop_fields,
 )
-from socks_sansio._http_forward_events import ForwardBodyData, ForwardEndOfMessage, ForwardRequest, ForwardResponse, Framing
+from socks_sansio._http_forward_events import (
+    ForwardBodyData,
+    ForwardEndOfMessage,
+    ForwardRequest,
+    ForwardResponse,
+    Framing,
+)
 from socks_sansio._http_forward_reader import ForwardRequestReader, ForwardState
 from socks_sansio._http_forward_response import ForwardResponseReader
 

@@ -104,6 +104,8 @@ from ._server.outcome import MetricsSink as MetricsSink
 from ._server.outcome import Outcome as Outcome
 from ._server.outcome import OutcomeKind as OutcomeKind
 from ._server.outcome import ServerStats as ServerStats
+from ._server.outcome import StartRelay as StartRelay
+from ._server.outcome import StartUdpRelay as StartUdpRelay
 from ._server.policy import AccessPolicy as AccessPolicy
 from ._server.policy import AccessRule as AccessRule
 from ._server.policy import UserDatabase as UserDatabase
@@ -111,8 +113,8 @@ from ._server.ratelimit import Rate as Rate
 from ._server.ratelimit import RateLimitConfig as RateLimitConfig
 from ._server.ratelimit import RateLimits as RateLimits
 from ._server.session import ServerSession as ServerSession
-from ._server.session import StartRelay as StartRelay
-from ._server.session import StartUdpRelay as StartUdpRelay
+from ._server.shared_limits import ADMIT_SCRIPT as TUNNEL_ADMIT_SCRIPT
+from ._server.shared_limits import StoreOutage as StoreOutage
 from ._server.udp import UdpRelayPolicy as UdpRelayPolicy
 from ._server.upstream import UpstreamRule as UpstreamRule
 from ._server.upstream import parse_upstream as parse_upstream
@@ -166,6 +168,7 @@ __all__ = [
     "PAUSED",
     "PROXY_V2_SIGNATURE",
     "SERVER",
+    "TUNNEL_ADMIT_SCRIPT",
     "UNSPECIFIED_ADDRESS",
     "AccessPolicy",
     "AccessRule",
@@ -259,6 +262,7 @@ __all__ = [
     "StartRelay",
     "StartUdpRelay",
     "Stepper",
+    "StoreOutage",
     "TunnelRequested",
     "UdpDatagram",
     "UdpRelayPolicy",

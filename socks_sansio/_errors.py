@@ -1,6 +1,6 @@
 """The library's exceptions.
 
-Two families, neither derived from :class:`OSError` (frameworks swallow those):
+Two families:
 
 * :class:`ProtocolError`, raised by the sans-I/O machines. :class:`LocalProtocolError`
   means *you* misused the protocol (raised by event constructors and ``send()``);
@@ -8,6 +8,16 @@ Two families, neither derived from :class:`OSError` (frameworks swallow those):
   only by ``next_event()`` and the stateless ``parse_*`` functions).
 * :class:`ProxyError`, raised when a proxy refuses or fails a request that was
   itself well formed (reply codes, HTTP statuses, time-outs).
+
+Exactly two of them also derive from :class:`OSError`, because they really are
+a failed connection and a time-out: :class:`ProxyConnectionError` is a
+:class:`ConnectionError` and :class:`ProxyTimeoutError` a :class:`TimeoutError`.
+Code written for python-socks, asyncio or a plain socket catches ``OSError``,
+``ConnectionError`` or ``TimeoutError`` around a connect, and keeps working with
+a proxy in between. Everything else stays outside ``OSError`` on purpose: a
+protocol error, a refusal or refused credentials is an answer, not a network
+failure, and must not be retried or swallowed by code that handles flaky
+networks (``except OSError: retry``).
 
 Any other exception escaping a parser is a bug in socks-sansio.
 """
@@ -79,7 +89,8 @@ class ProxyError(Exception):
 
     The base of every error a handshake driver or adapter raises about the
     proxy (not about our own misuse, which stays :class:`LocalProtocolError`).
-    Not an :class:`OSError`, so frameworks that swallow those will not hide it.
+    Not an :class:`OSError` itself (only :class:`ProxyConnectionError` and
+    :class:`ProxyTimeoutError` are, see the module docstring).
 
     Attributes:
         proxy: the proxy, as a URL without its password, when known.
@@ -136,9 +147,20 @@ class ProxyProtocolError(ProxyError):
     """The proxy broke the protocol (its :class:`RemoteProtocolError` is the ``__cause__``)."""
 
 
-class ProxyConnectionError(ProxyError):
-    """The proxy could not be reached, or closed the connection during the handshake."""
+class ProxyConnectionError(ProxyError, ConnectionError):
+    """The proxy could not be reached, or closed the connection during the handshake.
+
+    Also a :class:`ConnectionError` (so an :class:`OSError`), as a failed direct
+    connect would be. ``str()``, ``args``, :attr:`message` and :attr:`proxy` are
+    as for every :class:`ProxyError`; ``errno`` and ``strerror`` are ``None``
+    (the :class:`OSError` that caused it, if any, is the ``__cause__``).
+    """
 
 
-class ProxyTimeoutError(ProxyError):
-    """The deadline passed before the tunnel was ready (connect, handshake and TLS included)."""
+class ProxyTimeoutError(ProxyError, TimeoutError):
+    """The deadline passed before the tunnel was ready (connect, handshake and TLS included).
+
+    Also the builtin :class:`TimeoutError` (so an :class:`OSError`; on Python
+    3.11+ that is ``asyncio.TimeoutError`` too, but not on 3.10, where asyncio
+    has its own class and the pure core cannot import asyncio). ``errno`` is ``None``.
+    """

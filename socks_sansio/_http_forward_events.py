@@ -54,8 +54,8 @@ from ._http_events import (
 from ._validators import to_bytes
 
 __all__ = [
-    "ForwardBodyData",
     "ConnectHandOff",
+    "ForwardBodyData",
     "ForwardEndOfMessage",
     "ForwardRequest",
     "ForwardResponse",

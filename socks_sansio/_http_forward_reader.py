@@ -31,8 +31,8 @@ from ._http1 import _VISIBLE  # private: visible ASCII (VCHAR)
 from ._http_body import BodyReader
 from ._http_events import TOKEN, ConnectResponse
 from ._http_forward_events import (
-    ForwardBodyData,
     ConnectHandOff,
+    ForwardBodyData,
     ForwardEndOfMessage,
     ForwardRequest,
     FramingRefused,

@@ -135,7 +135,9 @@ class ForwardResponseReader:
             )
         self._reset(_method(request_method))
 
-    def next_event(self) -> ForwardResponse | ForwardBodyData | ForwardEndOfMessage | ConnectionClosed | NeedData | Paused:
+    def next_event(
+        self,
+    ) -> ForwardResponse | ForwardBodyData | ForwardEndOfMessage | ConnectionClosed | NeedData | Paused:
         """Parse what was received so far.
 
         Raises:

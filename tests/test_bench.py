@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,9 @@ def _numbers(values: dict[str, object]) -> bool:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict]:
-    out = tmp_path_factory.mktemp("bench") / "results.json"
-    proc = _run("--quick", "--json", str(out))
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "results.json"
+    proc = _run("--quick", "--json", str(out), "--plot", str(folder / "plots"))
     tail = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0, f"exit {proc.returncode}\n{tail}"
     return proc, json.loads(out.read_text())
@@ -95,3 +97,16 @@ def test_quick_run_has_the_codec_and_client_results(quick_run: tuple[subprocess.
         "clients_trio",
     }
     assert expected <= names
+
+
+def test_quick_run_draws_the_plots(quick_run: tuple[subprocess.CompletedProcess[str], dict]) -> None:
+    proc, doc = quick_run
+    drawn = [Path(line.removeprefix("plot: ")) for line in proc.stdout.splitlines() if line.startswith("plot: ")]
+    assert any(path.name == "targets.svg" for path in drawn), proc.stdout[-2000:]
+    by_name = {r["name"]: r for r in doc["results"]}
+    for bench, produced in doc["meta"]["results_by_benchmark"].items():
+        if any(by_name[name]["ratios"] for name in produced):
+            slug = re.sub(r"[^a-z0-9]+", "-", bench.lower()).strip("-")
+            assert any(path.name == f"ratios-{slug}.svg" for path in drawn), bench
+    for path in drawn:
+        assert path.read_text(encoding="utf-8").lstrip().startswith("<?xml"), path

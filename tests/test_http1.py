@@ -790,11 +790,11 @@ def test_h11_server_reads_our_requests_and_we_read_its_responses() -> None:
     assert (request.method, request.target) == (b"POST", b"/upload?x=1")
     assert (b"host", b"example.com") in request.headers
     assert server.next_event() == h11.Data(data=b"data")
-    assert isinstance(server.next_event(), h11.ForwardEndOfMessage)
+    assert isinstance(server.next_event(), h11.EndOfMessage)
     wire = server.send(h11.InformationalResponse(status_code=103, headers=[("Link", "</a>")]))
     wire += server.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")], reason=b"Fine"))
     wire += server.send(h11.Data(data=b"hello ")) + server.send(h11.Data(data=b"world"))
-    wire += server.send(h11.ForwardEndOfMessage(headers=[("Trailer-A", "1")]))
+    wire += server.send(h11.EndOfMessage(headers=[("Trailer-A", "1")]))
     for split in SPLITS.values():
         response, _ = read(split(wire))
         assert (response.status_code, response.reason, response.body) == (200, b"Fine", b"hello world")

@@ -23,8 +23,8 @@ from socks_sansio._http_forward import (
     request_kind,
 )
 from socks_sansio._http_forward_events import (
-    ForwardBodyData,
     ConnectHandOff,
+    ForwardBodyData,
     ForwardEndOfMessage,
     ForwardRequest,
     ForwardResponse,
@@ -58,7 +58,9 @@ GET = ForwardRequest(method="GET", target="example.com", path="/a?b=1", headers=
 
 
 def test_events_are_frozen_keyword_only_values() -> None:
-    for event in (GET, ForwardResponse(status_code=200), ForwardBodyData(data=b"x"), ForwardEndOfMessage(), ConnectHandOff()):
+    body = ForwardBodyData(data=b"x")
+    events = (GET, ForwardResponse(status_code=200), body, ForwardEndOfMessage(), ConnectHandOff())
+    for event in events:
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             event.x = 1  # type: ignore[union-attr]
     with pytest.raises(TypeError):
@@ -378,7 +380,8 @@ def test_encoded_requests_read_back() -> None:
     ]
     for request in requests:
         encoder = BodyEncoder(request.framing, content_length=request.content_length)
-        wire = encode_forward_request(request) + encoder.send(ForwardBodyData(data=b"")) + encoder.send(ForwardEndOfMessage())
+        wire = encode_forward_request(request) + encoder.send(ForwardBodyData(data=b""))
+        wire += encoder.send(ForwardEndOfMessage())
         assert read_request(wire) == [request, ForwardEndOfMessage()]
 
 

@@ -26,7 +26,13 @@ from socks_sansio._http_forward import (
     forward_request,
     forward_response,
 )
-from socks_sansio._http_forward_events import ForwardBodyData, ForwardEndOfMessage, ForwardRequest, ForwardResponse, Framing
+from socks_sansio._http_forward_events import (
+    ForwardBodyData,
+    ForwardEndOfMessage,
+    ForwardRequest,
+    ForwardResponse,
+    Framing,
+)
 from socks_sansio._http_forward_reader import ForwardRequestReader, ForwardState
 from socks_sansio._http_forward_response import ForwardResponseReader
 
@@ -167,7 +173,8 @@ def test_responses_read_the_same_under_any_chunking(case: Any, interim: list[int
     wire += encode_forward_response(response)
     encoder = BodyEncoder(response.framing(method), content_length=response.get("content-length") and
                           int(response.get("content-length") or 0))
-    wire += b"".join(encoder.send(ForwardBodyData(data=c)) for c in body) + encoder.send(ForwardEndOfMessage(trailers=trailers))
+    wire += b"".join(encoder.send(ForwardBodyData(data=c)) for c in body)
+    wire += encoder.send(ForwardEndOfMessage(trailers=trailers))
     expected = [ForwardResponse(status_code=s) for s in interim] + [response]
     expected += [ForwardBodyData(data=b"".join(body))] if body else []
     expected.append(ForwardEndOfMessage(trailers=trailers))
@@ -186,7 +193,7 @@ def h11_client_wire(request: ForwardRequest, body: list[bytes], trailers: list[A
                                    headers=list(request.headers)))
     for chunk in body:
         wire += client.send(h11.Data(data=chunk))
-    return wire + client.send(h11.ForwardEndOfMessage(headers=trailers))
+    return wire + client.send(h11.EndOfMessage(headers=trailers))
 
 
 @relaxed
@@ -213,7 +220,7 @@ def h11_events(conn: h11.Connection, wire: bytes, *, eof: bool = False) -> list[
         if event is h11.NEED_DATA or event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
             return out
         out.append(event)
-        if isinstance(event, h11.ForwardEndOfMessage):
+        if isinstance(event, h11.EndOfMessage):
             return out
 
 
@@ -281,7 +288,7 @@ def test_h11_origins_responses_read_back_and_forward_to_h11_clients(
     wire += origin.send(h11.Response(status_code=status, headers=headers))
     for chunk in body:
         wire += origin.send(h11.Data(data=chunk))
-    wire += origin.send(h11.ForwardEndOfMessage(headers=trailers))
+    wire += origin.send(h11.EndOfMessage(headers=trailers))
     reader = ForwardResponseReader(request_method=method)
     events, _ = drive(reader, cut(wire, sizes), eof=True, cycle=False)
     final = [e for e in events if isinstance(e, ForwardResponse) and not e.is_interim]
@@ -297,7 +304,7 @@ def test_h11_origins_responses_read_back_and_forward_to_h11_clients(
                              headers=[("Content-Length", "0")] if method == b"POST" else [])
     client.send(h11.Request(method=method, target=b"/x", headers=[("Host", "o")] + (
         [("Content-Length", "0")] if method == b"POST" else [])))
-    client.send(h11.ForwardEndOfMessage())
+    client.send(h11.EndOfMessage())
     out, encoder, framing = b"", None, None
     for event in events:
         if isinstance(event, ForwardResponse):
@@ -314,7 +321,7 @@ def test_h11_origins_responses_read_back_and_forward_to_h11_clients(
     if framing is Framing.UNTIL_CLOSE:
         assert client_version == b"1.0"
         client.receive_data(b"")
-    while not isinstance(event := client.next_event(), h11.ForwardEndOfMessage):
+    while not isinstance(event := client.next_event(), h11.EndOfMessage):
         assert event is not h11.NEED_DATA
         got.append(event)
     responses_got = [e for e in got if isinstance(e, h11.Response)]

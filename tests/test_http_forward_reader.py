@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from socks_sansio import NEED_DATA, PAUSED, Address, ConnectionClosed, LocalProtocolError, RemoteProtocolError
-from socks_sansio._http_forward_events import ForwardBodyData, ConnectHandOff, ForwardEndOfMessage, ForwardRequest
+from socks_sansio._http_forward_events import ConnectHandOff, ForwardBodyData, ForwardEndOfMessage, ForwardRequest
 from socks_sansio._http_forward_reader import ForwardRequestReader, ForwardState
 
 from .http_forward_helpers import SPLITS, drive

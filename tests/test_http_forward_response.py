@@ -38,7 +38,8 @@ FRAMED: list[tuple[str, bytes, bytes, list[Any], ForwardState, Framing]] = [
     ("chunked_with_trailers", b"HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
      b"6\r\nhello \r\n5;e=1\r\nworld\r\n0\r\nX-Sum: 1\r\n\r\n", b"GET",
      [resp(200, [(b"Transfer-Encoding", b"chunked"), (b"Trailer", b"X-Sum")], reason=b"Fine"),
-      ForwardBodyData(data=b"hello world"), ForwardEndOfMessage(trailers=[(b"X-Sum", b"1")])], ForwardState.DONE, Framing.CHUNKED),
+      ForwardBodyData(data=b"hello world"), ForwardEndOfMessage(trailers=[(b"X-Sum", b"1")])],
+     ForwardState.DONE, Framing.CHUNKED),
     ("head_has_no_body", b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", b"HEAD",
      [resp(200, [(b"Content-Length", b"1234")]), EOM], ForwardState.DONE, Framing.NONE),
     ("head_chunked_has_no_body", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"HEAD",

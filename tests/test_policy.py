@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 
 import pytest
@@ -45,6 +47,122 @@ def test_user_file_lines() -> None:
 def test_malformed_hash_is_refused_up_front(stored: str) -> None:
     with pytest.raises(LocalProtocolError, match="pbkdf2_sha256"):
         UserDatabase({"a": stored})
+
+
+# Known vectors, computed here with the standard library (passlib and Django are not dependencies):
+# passlib's "$pbkdf2-sha256$ROUNDS$SALT$CHECKSUM" uses adapted base64 ('.' for '+', no padding);
+# Django's "pbkdf2_sha256$ITERATIONS$SALT$HASH" takes the salt as text and the hash in standard base64.
+PASSWORD = "pässwörd s3cret"  # non-ASCII: both libraries hash the UTF-8 octets
+
+
+def _ab64(octets: bytes) -> str:
+    return base64.b64encode(octets).decode().rstrip("=").replace("+", ".")
+
+
+def _passlib_hash(password: str, salt: bytes, rounds: int) -> str:
+    checksum = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
+    return f"$pbkdf2-sha256${rounds}${_ab64(salt)}${_ab64(checksum)}"
+
+
+def _django_hash(password: str, salt: str, iterations: int) -> str:
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations)
+    return f"pbkdf2_sha256${iterations}${salt}${base64.b64encode(digest).decode()}"
+
+
+def test_the_three_hash_formats_known_vectors() -> None:
+    ours = UserDatabase.hash_password(PASSWORD, iterations=1000, salt=b"\x00\xffsalt")
+    expected = hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), b"\x00\xffsalt", 1000).hex()
+    assert ours == f"pbkdf2_sha256$1000$00ff73616c74${expected}"
+    # A salt whose adapted base64 holds '.', so the '.' -> '+' mapping is exercised.
+    salt = bytes.fromhex("fbefbe") + b"\x10" * 13
+    passlib = _passlib_hash(PASSWORD, salt, 1200)
+    assert "." in passlib.split("$")[3] and "=" not in passlib
+    django = _django_hash(PASSWORD, "Zm9vYmFyYmF6cXV4", 1300)
+    assert django.endswith("=") and len(django.rsplit("$", 1)[1]) == 44
+    users = UserDatabase({"ours": ours, "passlib": passlib, "django": django})
+    for name in ("ours", "passlib", "django"):
+        assert users.check(name.encode(), PASSWORD.encode()), name
+        assert users.check(name.encode(), PASSWORD.encode()), f"{name}, from the remembered digest"
+        assert not users.check(name.encode(), b"wrong"), name
+        assert not users.check(name.encode(), PASSWORD.encode()[:-1]), name
+    lines = UserDatabase.from_lines([f"p:{passlib}", f"d:{django}"])
+    assert lines.check(b"p", PASSWORD.encode()) and lines.check(b"d", PASSWORD.encode())
+
+
+@pytest.mark.parametrize(
+    ("password", "stored"),
+    [  # passlib's own test vectors (passlib/tests/test_handlers.py, pbkdf2_sha256_test.known_correct_hashes)
+        ("password", "$pbkdf2-sha256$1212$4vjV83LKPjQzk31VI4E0Vw$hsYF68OiOUPdDZ1Fg.fJPeq1h/gXXY7acBp9/6c.tmQ"),
+        ("\u0399\u03c9\u03b1\u03bd\u03bd\u03b7\u03c2",
+         "$pbkdf2-sha256$1212$3SABFJGDtyhrQMVt1uABPw$WyaUoqCLgvz97s523nF4iuOqZNbp5Nt8do/cuaa7AiI"),
+        # Django 3.2's (tests/auth_tests/test_hashers.py: make_password("lètmein", "seasalt", "pbkdf2_sha256"))
+        ("lètmein", "pbkdf2_sha256$260000$seasalt$YlZ2Vggtqdc61YjArZuoApoBh9JNGYoDRBUGu6tcJQo="),
+    ],
+    ids=["passlib", "passlib-unicode", "django"],
+)
+def test_published_vectors(password: str, stored: str) -> None:
+    users = UserDatabase({"u": stored})
+    assert users.check(b"u", password.encode())
+    assert not users.check(b"u", password.encode() + b"z")
+
+
+def test_ours_and_djangos_share_a_prefix_and_are_told_apart_by_the_last_field() -> None:
+    # The same salt characters read as hex (ours) or as text (Django) give different keys.
+    ours = UserDatabase.hash_password("pw", iterations=1000, salt=bytes.fromhex("abcd"))
+    django = _django_hash("pw", "abcd", 1000)
+    assert ours.split("$")[2] == django.split("$")[2] == "abcd"
+    users = UserDatabase({"o": ours, "d": django})
+    assert users.check(b"o", b"pw") and users.check(b"d", b"pw")
+
+
+def test_a_well_formed_hash_of_another_password_only_fails_the_login() -> None:
+    users = UserDatabase({"a": "pbkdf2_sha256$1000$abcd$" + "A" * 43 + "="})  # Django's shape: 32 zero octets
+    assert not users.check(b"a", b"pw")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "pbkdf2_sha256$0$00$" + "00" * 32,  # no iterations
+        "pbkdf2_sha256$-5$00$" + "00" * 32,
+        "pbkdf2_sha256$1_000$00$" + "00" * 32,  # int() would take it; a decimal number only
+        "pbkdf2_sha256$1000$abcd$" + "A" * 42 + "==",  # base64 of 31 octets
+        "pbkdf2_sha256$1000$abcd$" + "A" * 43,  # Django's length without its padding
+        "pbkdf2_sha256$1000$abcd$" + "!" * 43 + "=",
+        "$pbkdf2-sha256$1000$c2FsdA$" + "A" * 42,  # a checksum of 31 octets
+        "$pbkdf2-sha256$1000$c2FsdA",
+        "$pbkdf2-sha256$x$c2FsdA$" + "A" * 43,
+        "$pbkdf2-sha256$1000$c2FsdA$" + "A" * 43 + "$extra",
+    ],
+)
+def test_malformed_hashes_of_every_format_are_refused_up_front(stored: str) -> None:
+    with pytest.raises(LocalProtocolError, match=r"user 'a': .*pbkdf2_sha256.*passlib") as info:
+        UserDatabase({"a": stored})
+    assert stored not in str(info.value)
+
+
+def test_unknown_users_cost_the_most_iterations_of_any_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    work: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(name: str, password: bytes, salt: bytes, iterations: int, dklen: int | None = None) -> bytes:
+        work.append(iterations)
+        return real(name, password, salt, iterations, dklen)
+
+    users = UserDatabase({
+        "ours": UserDatabase.hash_password("x", iterations=1000),
+        "passlib": _passlib_hash("x", b"salt", 3000),
+        "django": _django_hash("x", "salt", 2000),
+    })
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
+    assert not users.check(b"passlib", b"wrong")
+    assert not users.check(b"nobody", b"wrong")
+    assert work == [3000, 3000]
+
+
+def test_the_default_iterations_are_public() -> None:
+    assert UserDatabase.DEFAULT_ITERATIONS == 200_000
+    assert UserDatabase.hash_password("x", salt=b"s").split("$")[1] == str(UserDatabase.DEFAULT_ITERATIONS)
 
 
 def test_user_names_are_1_to_255_octets() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import pickle
 import subprocess
 import sys
 
@@ -81,11 +82,31 @@ def test_value_classes_are_frozen(cls: type) -> None:
     assert cls.__setattr__ is not object.__setattr__, f"{cls.__name__} must be frozen"
 
 
-def test_errors_are_not_oserrors() -> None:
-    for name in socks_sansio.__all__:
-        obj = getattr(socks_sansio, name)
-        if inspect.isclass(obj) and issubclass(obj, BaseException):
-            assert not issubclass(obj, OSError), name
+def test_exactly_the_connection_and_timeout_errors_are_oserrors() -> None:
+    oserrors = {
+        name
+        for name in socks_sansio.__all__
+        if inspect.isclass(obj := getattr(socks_sansio, name)) and issubclass(obj, BaseException)
+        and issubclass(obj, OSError)
+    }
+    assert oserrors == {"ProxyConnectionError", "ProxyTimeoutError"}
+    assert issubclass(socks_sansio.ProxyConnectionError, ConnectionError)
+    assert issubclass(socks_sansio.ProxyTimeoutError, TimeoutError)
+    for name in oserrors:
+        assert issubclass(getattr(socks_sansio, name), socks_sansio.ProxyError), name
+
+
+@pytest.mark.parametrize("kind", [socks_sansio.ProxyConnectionError, socks_sansio.ProxyTimeoutError])
+def test_the_oserror_proxy_errors_keep_their_message_and_proxy(kind: type[socks_sansio.ProxyError]) -> None:
+    error = kind("the proxy closed the connection", proxy="socks5h://127.0.0.1:1080")
+    assert str(error) == "the proxy closed the connection (proxy socks5h://127.0.0.1:1080)"
+    assert error.message == "the proxy closed the connection"
+    assert error.args == ("the proxy closed the connection",)
+    assert isinstance(error, OSError)
+    assert (error.errno, error.strerror, error.filename) == (None, None, None)
+    assert str(kind("bare")) == "bare"
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is kind and copy.proxy == error.proxy and str(copy) == str(error)
 
 
 def test_protocol_error_is_abstract() -> None:

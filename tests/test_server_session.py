@@ -77,7 +77,9 @@ class Runner:
             return [ipaddress.ip_address("192.0.2.1")]
         if isinstance(operation, sops.CheckCredentials):
             return operation.password == b"right"
-        if isinstance(operation, sops.Dial | sops.DialUpstream | sops.Listen | sops.OpenDatagram):
+        if isinstance(operation, sops.Dial):
+            return ("198.51.100.2", 40000), ("192.0.2.1", 80)
+        if isinstance(operation, sops.DialUpstream | sops.Listen | sops.OpenDatagram):
             return ("198.51.100.2", 40000)
         if isinstance(operation, sops.AwaitPeer):
             return ("203.0.113.9", 5555)

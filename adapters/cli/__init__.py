@@ -1,4 +1,5 @@
-"""The ``socks-sansio`` command: ``serve`` (the proxy), ``connect`` (a netcat-like tunnel), ``check``, ``demo``."""
+"""The ``socks-sansio`` command: ``serve`` (the proxy), ``connect`` (a netcat-like tunnel), ``check``, ``demo``,
+``hash-password``."""
 
 from __future__ import annotations
 
@@ -8,24 +9,28 @@ from collections.abc import Sequence
 from socks_sansio import __version__
 
 from . import connect as connect_command
-from . import serve
+from . import hash_password, serve
 from .demo import demo
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="socks-sansio", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every subcommand and its arguments (each with a help text)."""
+    parser = argparse.ArgumentParser(prog="socks-sansio", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--version", action="version", version=f"socks-sansio {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
     serve.add_parser(commands)
     connect = commands.add_parser("connect", help="open a tunnel through a proxy and pipe stdin/stdout through it")
     connect.add_argument("--proxy", required=True, action="append",
                          help="proxy URL, e.g. socks5h://user:pass@host:1080 (repeat for a chain)")
     connect.add_argument("--timeout", type=float, default=30.0, help="seconds for connect + handshake")
-    connect.add_argument("host")
-    connect.add_argument("port", type=int)
+    connect.add_argument("--no-shutdown", action="store_true",
+                         help="keep the tunnel open when stdin ends (no half-close: the remote side does not see "
+                         "an EOF); exit when the remote side closes, as ncat --no-shutdown")
+    connect.add_argument("host", help="the target's host name or IP address (the last proxy resolves a name for "
+                         "socks5h://, socks4a:// and http://)")
+    connect.add_argument("port", type=int, help="the target's TCP port")
     check = commands.add_parser("check", help="check proxies: protocol, auth, latency, bound address, diagnosis")
     check.add_argument("urls", nargs="+", metavar="URL", help="proxy URL, e.g. socks5h://user:pass@host:1080")
     check.add_argument("--target", required=True, metavar="HOST:PORT", help="where to tunnel to through each proxy")
@@ -38,11 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("target", nargs="?", default="example.com:443", help="host:port to CONNECT to")
     show.add_argument("--user", help="authenticate with RFC 1929 as this user")
     show.add_argument("--password", default="", help="password for --user")
-    args = parser.parse_args(argv)
+    hash_password.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve.run(args)
     if args.command == "connect":
         return connect_command.run(args)
+    if args.command == "hash-password":
+        return hash_password.run(args)
     if args.command == "check":
         from .check import run_checks
 

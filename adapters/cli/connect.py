@@ -24,16 +24,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"socks-sansio connect: {exc}", file=sys.stderr)
         return 1
     with sock:
-        return _pipe_stdio(sock)
+        return _pipe_stdio(sock, half_close=not getattr(args, "no_shutdown", False))
 
 
-def _pipe_stdio(sock: Any) -> int:
-    """Copy stdin to the tunnel (then half-close it) and the tunnel to stdout, until both are done."""
+def _pipe_stdio(sock: Any, *, half_close: bool = True) -> int:
+    """Copy stdin to the tunnel and the tunnel to stdout, until the remote side closes.
+
+    When stdin ends the tunnel is half-closed (the remote side sees our EOF),
+    unless *half_close* is false (``--no-shutdown``): then it stays open both
+    ways, for servers that take an EOF for a hang-up.
+    """
     def upstream() -> None:
         with contextlib.suppress(OSError):
             while data := os.read(sys.stdin.fileno(), 65536):
                 sock.sendall(data)
-            sock.shutdown(1)  # SHUT_WR: the remote side sees our EOF
+            if half_close:
+                sock.shutdown(1)  # SHUT_WR: the remote side sees our EOF
 
     thread = threading.Thread(target=upstream, daemon=True)
     thread.start()

@@ -1,7 +1,9 @@
 """``socks-sansio serve``: the proxy server, from flags and a TOML file.
 
 Every flag can also be given in a TOML file (``--config``) under the same name
-with dashes or underscores (``max-clients = 100``); flags win. The settings
+with dashes or underscores (``max-clients = 100``); flags win. The file is
+checked against the flags' own definitions (:func:`define_flags`, read by
+:mod:`.config_file`): an unknown key or a wrong type is refused. The settings
 become one :class:`~socks_sansio.ServerConfig` (which checks them as a whole),
 run by the asyncio or the trio server, in one process or several sharing the
 port (``--workers``).
@@ -10,8 +12,8 @@ port (``--workers``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -29,21 +31,33 @@ from socks_sansio import (
     RateLimitConfig,
     ServerConfig,
     UserDatabase,
-    __version__,
     listen_address,
     parse_upstream,
 )
 
-__all__ = ["add_parser", "build_config", "config_from_argv", "run"]
+from .config_file import ConfigFileError, load_config, number_or_text, options_of
+
+__all__ = ["add_parser", "build_config", "config_from_argv", "define_flags", "run"]
 
 _PROTOCOL_NAMES = {"socks5": ProxyProtocol.SOCKS5, "socks4": ProxyProtocol.SOCKS4, "http": ProxyProtocol.HTTP}
 server_logger = logging.getLogger("socks_sansio.server")
 
 
 def add_parser(commands: Any) -> None:
-    """Add ``serve`` and its flags to the command line."""
-    serve = commands.add_parser("serve", help="run a SOCKS5 + SOCKS4/4a + HTTP CONNECT proxy")
-    serve.add_argument("--config", type=Path, help="TOML file with the same keys as these flags")
+    """Add ``serve`` and its flags (:func:`define_flags`) to the command line."""
+    define_flags(commands.add_parser("serve", help="run a SOCKS5 + SOCKS4/4a + HTTP CONNECT proxy"))
+
+
+def define_flags(serve: argparse.ArgumentParser) -> None:
+    """Every flag of ``serve``, in one place: the ``--config`` file takes the same keys, checked against these.
+
+    A flag added here is a key of the config file at once, with the type its
+    argparse action gives it (see :mod:`.config_file`). Leave defaults to
+    :func:`build_config` (``default=None``), so that a flag not given does not
+    override the file.
+    """
+    serve.add_argument("--config", type=Path, help="TOML file with the same keys as these flags (dashes or "
+                       "underscores; flags given too win); unknown keys and wrong types are refused")
     serve.add_argument("--listen", action="append", help="host:port or [v6]:port to listen on (repeatable; "
                        "default 127.0.0.1:1080); tls://host:port serves the same protocols inside TLS "
                        "(HTTPS proxy, SOCKS over TLS) with --tls-cert/--tls-key")
@@ -56,7 +70,8 @@ def add_parser(commands: Any) -> None:
                        "routes matching targets; names are matched as sent, not resolved")
     serve.add_argument("--upstream-cacert", metavar="FILE",
                        help="PEM file of CAs trusted for https:// upstreams (default: the system's)")
-    serve.add_argument("--protocols", help="comma-separated subset of socks5,socks4,http (default: all)")
+    serve.add_argument("--protocols", help="comma-separated subset of socks5,socks4,http,http-forward (default: "
+                       "all; http-forward: plain requests such as 'GET http://host/' forwarded besides CONNECT)")
     serve.add_argument("--auth", action="append", metavar="USER:PASS", help="a user (repeatable)")
     serve.add_argument("--auth-file", type=Path, help="file of user:password lines (passwords may be hashed)")
     serve.add_argument("--allow-socks4-without-auth", action="store_true", default=None,
@@ -85,8 +100,9 @@ def add_parser(commands: Any) -> None:
         ("--rate-bytes-per-user", traffic, "logged-in user"),
         ("--rate-bytes-per-client", traffic, "client address (IPv6: per /64)"),
     ):
-        serve.add_argument(flag, metavar="N[:BURST]", help=f"{text} for each {who}; BURST (default N, at least 1) "
-                           "may be spent at once after a quiet spell; K, M, G multiply by 1024, 1024², 1024³")
+        serve.add_argument(flag, metavar="N[:BURST]", type=number_or_text,
+                           help=f"{text} for each {who}; BURST (default N, at least 1) may be spent at once after "
+                           "a quiet spell; K, M, G multiply by 1024, 1024², 1024³")
     serve.add_argument("--rate-exempt", action="append", metavar="USER",
                        help="a user no rate limit applies to (repeatable; needs --auth/--auth-file)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT",
@@ -102,21 +118,52 @@ def add_parser(commands: Any) -> None:
                        help="relay every tunnel by copying through user space; by default the asyncio backend "
                        "on Linux relays plain-TCP CONNECT tunnels with splice() (zero-copy) unless a "
                        "--rate-bytes-* limit is set (TOML: splice = false)")
+    serve.add_argument("--proxy-protocol-from", action="append", metavar="CIDR",
+                       help="a load balancer's network (repeatable): connections from it must start with a PROXY "
+                       "protocol header (v1 or v2), whose source is then the client for rules, limits and logs; "
+                       "from anywhere else such a header is refused")
+    serve.add_argument("--upstream-proxy-protocol", action="store_true", default=None,
+                       help="send a PROXY protocol v2 header naming the client to every directly dialled target "
+                       "(e.g. another instance behind a balancer)")
+    serve.add_argument("--rate-store", metavar="URL",
+                       help="share the tunnel rate limits between instances in Redis: redis://HOST:PORT/DB "
+                       "(asyncio backend; needs the 'redis' extra)")
+    serve.add_argument("--rate-store-fail", choices=("open", "closed"),
+                       help="when Redis cannot be reached: admit tunnels (open, default) or refuse them (closed)")
+    serve.add_argument("--rate-store-timeout", type=float,
+                       help="seconds a call to the rate store may take before it counts as failed (default 0.25)")
+    serve.add_argument("--health-listen", metavar="HOST:PORT",
+                       help="answer GET /healthz at http://HOST:PORT/ (200 while accepting, 503 while draining); "
+                       "/healthz is also on --metrics-listen")
+    serve.add_argument("--drain-delay", type=float,
+                       help="seconds to keep serving after SIGTERM with /healthz at 503, so a balancer takes the "
+                       "instance out before it stops accepting (default 0)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
 
 
 def _merge(args: argparse.Namespace) -> dict[str, Any]:
-    """Flags over the TOML file: one dict of settings with underscore keys."""
+    """Flags over the TOML file: one dict of settings with underscore keys.
+
+    Raises:
+        ConfigFileError: (a ValueError) the file cannot be read or does not fit the flags.
+    """
     settings: dict[str, Any] = {}
     if args.config is not None:
-        import tomllib  # Python 3.11+; on 3.10 --config needs the 'tomli' backport
-
-        with args.config.open("rb") as file:
-            settings = {key.replace("-", "_"): value for key, value in tomllib.load(file).items()}
+        flags = argparse.ArgumentParser(add_help=False)
+        define_flags(flags)
+        settings = load_config(args.config, options_of(flags))
     for key, value in vars(args).items():
         if value is not None and key not in ("config", "command"):
             settings[key] = value
     return settings
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        message = f"--proxy-protocol-from takes a network such as 10.0.0.0/8 or 127.0.0.1, not {text!r}"
+        raise ValueError(message) from None
 
 
 def config_from_argv(argv: Sequence[str]) -> ServerConfig:
@@ -150,16 +197,23 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
     rules = [AccessRule.parse("allow", text) for text in settings.get("allow", []) or []]
     rules += [AccessRule.parse("deny", text) for text in settings.get("deny", []) or []]
     protocols = frozenset(ProxyProtocol)
+    http_forward = True
     if settings.get("protocols"):
         names = [p.strip().lower() for p in str(settings["protocols"]).split(",") if p.strip()]
+        http_forward = "http-forward" in names
+        if http_forward and "http" not in names:
+            names.append("http")  # forwarding is the HTTP side of the port
+        names = [n for n in names if n != "http-forward"]
         unknown = [n for n in names if n not in _PROTOCOL_NAMES]
         if unknown or not names:
-            raise ValueError(f"--protocols takes a comma-separated subset of socks5,socks4,http, not {unknown}")
+            raise ValueError(
+                f"--protocols takes a comma-separated subset of socks5,socks4,http,http-forward, not {unknown}"
+            )
         protocols = frozenset(_PROTOCOL_NAMES[n] for n in names)
     optional = {
         key: settings[key]
         for key in ("negotiation_timeout", "connect_timeout", "idle_timeout", "bind_timeout", "shutdown_grace",
-                    "stats_interval", "max_clients", "backlog")
+                    "stats_interval", "max_clients", "backlog", "rate_store_timeout", "drain_delay")
         if settings.get(key) is not None
     }
     listens = [str(text) for text in settings.get("listen") or ["127.0.0.1:1080"]]
@@ -204,27 +258,14 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         metrics_listen=listen_address(str(settings["metrics_listen"])) if settings.get("metrics_listen") else None,
         allow_remote_metrics=bool(settings.get("allow_remote_metrics")),
         splice=splice,
+        http_forward=http_forward,
+        proxy_protocol_from=tuple(_network(text) for text in settings.get("proxy_protocol_from") or []),
+        upstream_proxy_protocol=bool(settings.get("upstream_proxy_protocol")),
+        rate_store=settings.get("rate_store"),
+        rate_store_fail=settings.get("rate_store_fail") or "open",
+        health_listen=listen_address(str(settings["health_listen"])) if settings.get("health_listen") else None,
         **optional,
     )
-
-
-async def _run_asyncio(config: ServerConfig) -> None:
-    from ..server.asyncio import ProxyServer
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    server = ProxyServer(config)
-    await server.start()
-    print(f"socks-sansio {__version__} listening on " + ", ".join(f"{h}:{p}" for h, p in server.addresses),
-          file=sys.stderr, flush=True)
-    try:
-        await stop.wait()
-        server_logger.info("shutting down: no new clients; draining for up to %s s", config.shutdown_grace)
-    finally:
-        await server.aclose()
 
 
 def _run(config: ServerConfig, backend: str) -> None:
@@ -233,12 +274,18 @@ def _run(config: ServerConfig, backend: str) -> None:
 
         run_trio(config)
     else:
-        asyncio.run(_run_asyncio(config))
+        from ..server.asyncio import run as run_asyncio
+
+        run_asyncio(config)
 
 
 def run(args: argparse.Namespace) -> int:
     """``socks-sansio serve``: returns the exit status."""
-    settings = _merge(args)
+    try:
+        settings = _merge(args)
+    except ConfigFileError as exc:
+        print(f"socks-sansio serve: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=getattr(logging, str(settings.get("log_level", "info")).upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

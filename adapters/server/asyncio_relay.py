@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from socks_sansio import Outcome, OutcomeKind, Stepper, UdpDatagram, UdpRelayPolicy
@@ -32,7 +33,7 @@ from socks_sansio import server_operations as sops
 from .splice import SpliceRelay
 
 if TYPE_CHECKING:
-    from .asyncio import _Client
+    from .asyncio_client import Client as _Client
 
 __all__ = [
     "BindPeer",
@@ -62,9 +63,13 @@ async def resolve(operation: sops.Resolve) -> list[IPAddress]:
 
 
 class Pending(asyncio.Protocol):
-    """An upstream connection's protocol until the relay starts: keeps what arrives (bounded) and EOF."""
+    """An upstream connection's protocol until the relay starts: keeps what arrives (bounded) and EOF.
 
-    __slots__ = ("data", "eof", "error", "limit", "lost", "transport")
+    HTTP forwarding reads the upstream through it for the connection's life:
+    ``waiter`` is called whenever something arrives (octets, EOF, the end).
+    """
+
+    __slots__ = ("data", "eof", "error", "limit", "lost", "transport", "waiter")
 
     def __init__(self, limit: int) -> None:
         self.transport: Any = None
@@ -72,6 +77,7 @@ class Pending(asyncio.Protocol):
         self.eof = self.lost = False
         self.error: Exception | None = None
         self.limit = limit
+        self.waiter: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -80,14 +86,37 @@ class Pending(asyncio.Protocol):
         self.data += data
         if len(self.data) > self.limit:
             self.transport.pause_reading()
+        if self.waiter is not None:
+            self.waiter()
 
     def eof_received(self) -> bool:
         self.eof = True
+        if self.waiter is not None:
+            self.waiter()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.error = exc
+        if self.waiter is not None:
+            self.waiter()
+
+    def take(self) -> bytes | None:
+        """What a ``ReceiveUpstream`` gets now: octets, ``b""`` at the end, ``None`` to wait.
+
+        Raises:
+            Exception: the error the connection ended with.
+        """
+        if self.data:
+            data, self.data = bytes(self.data), bytearray()
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+            return data
+        if self.lost and self.error is not None:
+            raise self.error
+        if self.eof or self.lost:
+            return b""
+        return None
 
 
 class BindPeer(Pending):

@@ -2,7 +2,7 @@
 
 :class:`ServerMetrics` keeps its own ``CollectorRegistry``, so two servers in
 one process never mix their numbers, and exposes it in the Prometheus text
-format with prometheus_client's own HTTP server on a thread (:meth:`ServerMetrics.serve`).
+format on a :class:`~.health.StatusEndpoint` (with ``/healthz``; :meth:`ServerMetrics.serve`).
 The servers call its methods unconditionally: when metrics are off they hold a
 :class:`NullMetrics`, whose methods do nothing. prometheus_client is imported
 only when a :class:`ServerMetrics` is made, so the extra stays optional.
@@ -13,15 +13,14 @@ ends, so a long tunnel shows its bytes when it closes.
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Final, final
+from collections.abc import Callable
+from typing import Final, final
 
 from socks_sansio import Outcome, ProxyProtocol, ServerConfig
 
-if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+from .health import StatusEndpoint
 
-__all__ = ["Metrics", "NullMetrics", "ServerMetrics", "start_metrics"]
+__all__ = ["Metrics", "NullMetrics", "ServerMetrics", "start_health", "start_metrics"]
 
 MISSING_EXTRA: Final = "metrics need the 'metrics' extra: pip install 'socks-sansio[metrics]' (prometheus-client)"
 _NAMESPACE: Final = "socks_sansio"
@@ -59,10 +58,12 @@ class ServerMetrics:
         self._denials = Counter("rule_denials", "Requests refused by the access rules", namespace=ns, registry=reg)
         self._rate_limited = Counter("rate_limited", "Rate limit hits: tunnels refused, relays paused, datagrams lost",
                                      ["kind"], namespace=ns, registry=reg)
-        self._endpoints: list[tuple[WSGIServer, threading.Thread]] = []
+        self._store_failures = Counter("rate_store_failures", "Calls to the shared rate store that failed",
+                                       namespace=ns, registry=reg)
+        self._endpoints: list[StatusEndpoint] = []
 
-    def serve(self, host: str, port: int) -> tuple[str, int]:
-        """Expose the metrics over HTTP on *host*:*port* (port 0: any free one) until :meth:`close`.
+    def serve(self, host: str, port: int, *, ready: Callable[[], bool] = lambda: True) -> tuple[str, int]:
+        """Expose ``/metrics`` (and ``/healthz``, from *ready*) on *host*:*port* (port 0: any free one).
 
         Returns:
             the bound ``(host, port)``.
@@ -70,28 +71,21 @@ class ServerMetrics:
         Raises:
             OSError: the address cannot be bound.
         """
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app
 
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        self._endpoints.append((server, thread))
-        bound = server.server_address
-        return str(bound[0]), int(bound[1])
+        endpoint = StatusEndpoint(host, port, ready=ready, metrics_app=make_wsgi_app(self.registry))
+        self._endpoints.append(endpoint)
+        return endpoint.address
 
     @property
     def address(self) -> tuple[str, int] | None:
         """Where the first endpoint listens, if one was started."""
-        if not self._endpoints:
-            return None
-        bound = self._endpoints[0][0].server_address
-        return str(bound[0]), int(bound[1])
+        return self._endpoints[0].address if self._endpoints else None
 
     def close(self) -> None:
         """Stop every endpoint and release its port; the counters stay readable."""
         while self._endpoints:
-            server, thread = self._endpoints.pop()
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
+            self._endpoints.pop().close()
 
     def tunnel_opened(self, protocol: ProxyProtocol | None) -> None:
         """A tunnel (or UDP association) is up: one more active. Pair with :meth:`tunnel_closed`."""
@@ -133,6 +127,10 @@ class ServerMetrics:
         """Count a rate limit hit: ``kind`` is ``tunnels`` (refused) or ``bytes`` (relay paused, datagram dropped)."""
         self._rate_limited.labels(kind).inc()
 
+    def rate_store_failed(self) -> None:
+        """Count a failed call to the shared rate store."""
+        self._store_failures.inc()
+
 
 @final
 class NullMetrics:
@@ -164,13 +162,16 @@ class NullMetrics:
     def rate_limited(self, kind: str) -> None:
         """Nothing counted."""
 
+    def rate_store_failed(self) -> None:
+        """Nothing counted."""
+
 
 Metrics = ServerMetrics | NullMetrics
 """What a server holds: :class:`ServerMetrics`, or :class:`NullMetrics` when metrics are off."""
 
 
-def start_metrics(config: ServerConfig) -> Metrics:
-    """A server's metrics: serving on ``config.metrics_listen`` if set, else :class:`NullMetrics`.
+def start_metrics(config: ServerConfig, ready: Callable[[], bool] = lambda: True) -> Metrics:
+    """A server's metrics: serving on ``config.metrics_listen`` (with ``/healthz``) if set, else :class:`NullMetrics`.
 
     Close it with the server.
 
@@ -180,5 +181,16 @@ def start_metrics(config: ServerConfig) -> Metrics:
     if config.metrics_listen is None:
         return NullMetrics()
     metrics = ServerMetrics()
-    metrics.serve(*config.metrics_listen)
+    metrics.serve(*config.metrics_listen, ready=ready)
     return metrics
+
+
+def start_health(config: ServerConfig, ready: Callable[[], bool]) -> StatusEndpoint | None:
+    """The ``health_listen`` endpoint (``/healthz`` only), if configured.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    if config.health_listen is None:
+        return None
+    return StatusEndpoint(*config.health_listen, ready=ready)

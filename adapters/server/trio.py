@@ -46,7 +46,8 @@ from socks_sansio import (
     __version__,
 )
 
-from .metrics import Metrics, NullMetrics, start_metrics
+from .health import StatusEndpoint
+from .metrics import Metrics, NullMetrics, start_health, start_metrics
 from .tls import server_ssl_context, upstream_ssl_context
 from .trio_relay import READ, STREAM_ERRORS, Connection, Pump, error_name, receive, relay_datagrams
 
@@ -78,10 +79,16 @@ class TrioProxyServer:
     """
 
     def __init__(self, config: ServerConfig) -> None:
+        if config.rate_store is not None:
+            raise ValueError(
+                "--rate-store needs --backend asyncio: the redis package's client runs on asyncio, not trio"
+            )
         self.config = config
         self.stats = ServerStats()
         self.limiter = config.rate_limiter()
         self.metrics: Metrics = NullMetrics()
+        self.health: StatusEndpoint | None = None
+        self.accepting = False  # what /healthz says; False again once draining starts
         self.addresses: list[tuple[str, int]] = []
         # Each listener with the TLS context of its connections (None: plain).
         self._listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
@@ -124,10 +131,12 @@ class TrioProxyServer:
                 infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
                 for family, type_, proto, _name, sockaddr in dict.fromkeys(infos):
                     self._listeners.append((await self._listen(family, type_, proto, sockaddr), context))
-            self.metrics = start_metrics(self.config)
+            self.metrics = start_metrics(self.config, self._ready)
+            self.health = start_health(self.config, self._ready)
         except BaseException:
             self._close_listeners()
             self._listeners.clear()
+            await trio.to_thread.run_sync(self.metrics.close)
             raise
         self.addresses = [listener.socket.getsockname()[:2] for listener, _ in self._listeners]
         return self.addresses
@@ -172,6 +181,7 @@ class TrioProxyServer:
             async with trio.open_nursery() as clients:
                 if self.config.stats_interval > 0:
                     clients.start_soon(self._log_stats)
+                self.accepting = True
                 task_status.started(list(self.addresses))  # listening already: early clients wait in the backlog
                 with self._accepting:
                     async with trio.open_nursery() as accepting:
@@ -185,17 +195,28 @@ class TrioProxyServer:
                         await self._client_left.wait()
                 clients.cancel_scope.cancel()
         finally:
+            self.accepting = False
             self._close_listeners()
-            with trio.CancelScope(shield=True):  # joins the endpoint's thread: not on the event loop
+            with trio.CancelScope(shield=True):  # joins the endpoints' threads: not on the event loop
                 await trio.to_thread.run_sync(self.metrics.close)
+                if self.health is not None:
+                    await trio.to_thread.run_sync(self.health.close)
             server_logger.info("stopped; %s", self.stats.line())
             self._stopped.set()
+
+    def _ready(self) -> bool:
+        return self.accepting  # read from the health endpoint's thread: one attribute, no lock needed
+
+    def start_draining(self) -> None:
+        """Answer ``/healthz`` with 503 from now on (a balancer stops sending clients); keep serving."""
+        self.accepting = False
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, let tunnels drain for *grace* seconds (default: the config's), then cancel them.
 
         Returns when :meth:`serve` has returned (at once if it never ran).
         """
+        self.accepting = False
         self._grace = self.config.shutdown_grace if grace is None else grace
         self._accepting.cancel()
         if self._started:
@@ -362,5 +383,9 @@ async def _main(config: ServerConfig) -> None:
             )
             async for _signum in signals:
                 break
+            server.start_draining()
+            if config.drain_delay > 0:
+                server_logger.info("draining: /healthz says 503; serving %s s more before closing", config.drain_delay)
+                await trio.sleep(config.drain_delay)
             server_logger.info("shutting down: no new clients; draining for up to %s s", config.shutdown_grace)
             await server.shutdown()

@@ -151,9 +151,26 @@ class Connection:
             return await self._listen()
         if isinstance(operation, sops.AwaitPeer):
             return await self._await_peer(operation.timeout)
+        if isinstance(operation, sops.SendUpstream):
+            assert self.upstream is not None
+            await self.upstream.send_all(operation.data)
+            return None
+        if isinstance(operation, sops.ReceiveUpstream):
+            assert self.upstream is not None
+            with trio.move_on_at(float("inf") if operation.deadline is None else operation.deadline):
+                return await receive(self.upstream, READ)
+            raise TimeoutError("the upstream did not answer in time")
+        if isinstance(operation, sops.CloseUpstream):
+            upstream, self.upstream = self.upstream, None
+            if upstream is not None:
+                await trio.aclose_forcefully(upstream)
+            return None
+        if isinstance(operation, sops.Pause):
+            await trio.sleep(operation.seconds)
+            return None
         return await self._open_datagram()
 
-    async def _dial(self, operation: sops.Dial) -> tuple[str, int]:
+    async def _dial(self, operation: sops.Dial) -> tuple[tuple[str, int], tuple[str, int]]:
         error: BaseException = OSError("no address")
         deadline = trio.current_time() + operation.timeout  # one deadline for every address
         for address, port in operation.addresses:
@@ -174,7 +191,7 @@ class Connection:
                 sock.close()
                 raise
             self.upstream = trio.SocketStream(sock)  # sets TCP_NODELAY
-            return _local_address(self.upstream)
+            return _local_address(self.upstream), (str(address), port)
         raise error
 
     async def _listen(self) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from typing import Any, Final
 from .._address import Address
 from .._client_driver import ClientHandshake, HandshakeStatus, needs_local_resolution
 from .._codes import Command
-from .._errors import ProxyConnectionError, ProxyTimeoutError
+from .._errors import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from .._proxy_url import ProxyProtocol, ProxyURL
 from .failover import Failures
 from .hops import ConnectionInfo, Deadline, Hop, client_logger
@@ -106,7 +106,12 @@ class Plan:
         proxy is the proxy's (:class:`~socks_sansio.ProxyConnectionError`, *what*
         and the error in words); one with the target itself (a direct dial, the
         target's TLS) is raised as it is. A new error has *exc* as its cause.
+        A :class:`~socks_sansio.ProxyError` is already a verdict (the driver's,
+        or a nested plan's: both proxy errors that are OSErrors reach here) and
+        is returned unchanged.
         """
+        if isinstance(exc, ProxyError):
+            return exc
         hop = self._hop
         proxy = None if hop is None else hop.describe()
         error: BaseException

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
-from typing import Final, final
+from typing import Final, Literal, final
 
 import attrs
 
@@ -26,6 +26,8 @@ from .ratelimit import RateLimitConfig, RateLimits
 from .upstream import UpstreamRule, pick_route
 
 __all__ = ["METRICS_EXTRA", "ServerConfig", "listen_address"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 METRICS_EXTRA: Final = "metrics need the 'metrics' extra: pip install 'socks-sansio[metrics]' (prometheus-client)"
 
@@ -67,7 +69,21 @@ class ServerConfig:
     every tunnel on the copying relay. A tunnel starts on the copying relay and
     moves to splice once it has relayed ``splice_after`` octets (0: from the
     start): setting up a splice relay costs more than a short or idle tunnel
-    would ever save.
+    would ever save. ``http_forward`` lets HTTP clients send plain requests
+    (``GET http://host/path``) to be forwarded, besides ``CONNECT`` (only when
+    the HTTP protocol is served). ``proxy_protocol_from`` are the networks of
+    the load balancers in front: a connection from there must start with a
+    PROXY protocol header, whose source then stands for the client; from
+    anywhere else such a header is refused. ``upstream_proxy_protocol`` sends a
+    version 2 header to every directly dialled target. ``rate_store`` (a
+    ``redis://HOST:PORT/DB`` URL, the ``redis`` extra, asyncio backend) keeps
+    the tunnel rate limits in Redis so several instances share them; when it
+    cannot be reached within ``rate_store_timeout`` seconds, ``rate_store_fail``
+    says whether tunnels are admitted (``open``) or refused (``closed``).
+    ``health_listen`` answers ``GET /healthz`` (200 while accepting, 503 while
+    draining; also on ``metrics_listen``); on SIGTERM the server keeps serving
+    ``drain_delay`` seconds with ``/healthz`` at 503, so a balancer takes it out
+    first, then stops accepting and drains for ``shutdown_grace``.
 
     Raises:
         ValueError: listening beyond loopback with no authentication and without
@@ -105,6 +121,14 @@ class ServerConfig:
     allow_remote_metrics: bool = False
     splice: bool = True
     splice_after: int = 256 * 1024
+    http_forward: bool = True
+    proxy_protocol_from: tuple[IPNetwork, ...] = ()
+    upstream_proxy_protocol: bool = False
+    rate_store: str | None = None
+    rate_store_fail: Literal["open", "closed"] = "open"
+    rate_store_timeout: float = 0.25
+    health_listen: tuple[str, int] | None = None
+    drain_delay: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if not self.listen and not self.tls_listen:
@@ -130,6 +154,21 @@ class ServerConfig:
             )
         if self.metrics_listen is not None:
             self._check_metrics_listen(*self.metrics_listen)
+        self._check_rate_store()
+
+    def _check_rate_store(self) -> None:
+        if self.rate_store_fail not in ("open", "closed"):
+            raise ValueError(f"--rate-store-fail takes open or closed, not {self.rate_store_fail!r}")
+        if not self.rate_store_timeout > 0 or self.drain_delay < 0:
+            raise ValueError("rate_store_timeout must be > 0 and drain_delay >= 0")
+        if self.rate_store is None:
+            return
+        if not self.rate_store.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"--rate-store takes a redis://HOST:PORT/DB URL, not {self.rate_store!r}")
+        if self.rate_limits.tunnels_per_user is None and self.rate_limits.tunnels_per_client is None:
+            raise ValueError("--rate-store shares the tunnel limits: set --rate-tunnels-per-user or --per-client")
+        if importlib.util.find_spec("redis") is None:
+            raise ValueError("--rate-store needs the 'redis' extra: pip install 'socks-sansio[redis]'")
 
     def _check_metrics_listen(self, host: str, port: int) -> None:
         if not _is_loopback(host) and not self.allow_remote_metrics:

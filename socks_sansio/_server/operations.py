@@ -16,8 +16,8 @@ operation                  the runner does                                     i
 :class:`CheckCredentials`  call ``config.check_credentials`` off its event      ``bool``
                            loop (PBKDF2 is slow)
 :class:`Resolve`           look the name up (TCP)                              a list of IP addresses
-:class:`Dial`              connect to each address in turn, one ``timeout``    our local ``(host, port)``
-                           for all; the first that answers is the upstream
+:class:`Dial`              connect to each address in turn, one ``timeout``    ``(local, remote)``: both
+                           for all; the first that answers is the upstream      ``(host, port)``
 :class:`DialUpstream`      open a tunnel to ``target`` through ``chain`` with  our local ``(host, port)``
                            this package's client                               of the first hop
 :class:`Listen`            BIND: listen on the client connection's local IP    the ``(host, port)`` bound
@@ -25,6 +25,13 @@ operation                  the runner does                                     i
                            the client sends meanwhile for the peer             or ``None``: the client left
 :class:`OpenDatagram`      UDP ASSOCIATE: bind a UDP socket on the client      the ``(host, port)`` bound
                            connection's local IP
+:class:`SendUpstream`      write ``data`` to the connection ``Dial`` or         ``None``
+                           ``DialUpstream`` opened (HTTP forwarding)
+:class:`ReceiveUpstream`   read some octets from it                            the octets (``b""``: EOF)
+:class:`CloseUpstream`     close it                                            ``None``
+:class:`Pause`             wait ``seconds`` (a byte rate limit)                ``None``
+:class:`AdmitShared`       run the shared limits' script on the rate store     the wait in seconds
+                           (within ``timeout``); a failure as ``OSError``       (0: admitted)
 =========================  ==================================================  =======================
 """
 
@@ -37,16 +44,21 @@ from .._address import Address
 from .._proxy_url import ProxyURL
 
 __all__ = [
+    "AdmitShared",
     "AwaitPeer",
     "CheckCredentials",
+    "CloseUpstream",
     "Dial",
     "DialUpstream",
     "IPAddress",
     "Listen",
     "OpenDatagram",
+    "Pause",
     "Receive",
+    "ReceiveUpstream",
     "Resolve",
     "Send",
+    "SendUpstream",
     "ServerOperation",
     "SockAddr",
 ]
@@ -150,5 +162,59 @@ class OpenDatagram:
     __slots__ = ()
 
 
-ServerOperation = Receive | Send | CheckCredentials | Resolve | Dial | DialUpstream | Listen | AwaitPeer | OpenDatagram
+@final
+class SendUpstream:
+    """Write *data* to the upstream connection (the origin, for HTTP forwarding)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+@final
+class ReceiveUpstream:
+    """Read some octets from the upstream connection (``b""`` at EOF); ``TimeoutError`` at *deadline*."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+
+
+@final
+class CloseUpstream:
+    """Close the upstream connection (a new origin, or the end of forwarding)."""
+
+    __slots__ = ()
+
+
+@final
+class Pause:
+    """Wait *seconds* before reading on (a byte rate limit's pause)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+@final
+class AdmitShared:
+    """Ask the rate store to admit a tunnel against *buckets* (``(key, rate, burst)`` each), within *timeout*.
+
+    Answer with the seconds to wait (0: admitted); any failure of the store as an ``OSError``.
+    """
+
+    __slots__ = ("buckets", "timeout")
+
+    def __init__(self, buckets: tuple[tuple[str, float, float], ...], timeout: float) -> None:
+        self.buckets = buckets
+        self.timeout = timeout
+
+
+ServerOperation = (
+    Receive | Send | CheckCredentials | Resolve | Dial | DialUpstream | Listen | AwaitPeer | OpenDatagram
+    | SendUpstream | ReceiveUpstream | CloseUpstream | Pause | AdmitShared
+)
 """Any operation a server session yields."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import errno
 from collections import Counter
-from typing import Final, Protocol, final
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 import attrs
 
@@ -24,11 +24,16 @@ from .._errors import ProxyAuthError, ProxyError, ProxyRefusedError, ProxyTimeou
 from .._proxy_url import ProxyProtocol
 from .._server_driver import Failure
 
+if TYPE_CHECKING:
+    from .udp import UdpRelayPolicy
+
 __all__ = [
     "MetricsSink",
     "Outcome",
     "OutcomeKind",
     "ServerStats",
+    "StartRelay",
+    "StartUdpRelay",
     "failure_for",
     "format_tunnel",
     "upstream_failure",
@@ -140,6 +145,9 @@ class MetricsSink(Protocol):
     def rate_limited(self, kind: str) -> None:
         """A rate limit hit: ``tunnels`` (refused) or ``bytes`` (relay paused, datagram dropped)."""
 
+    def rate_store_failed(self) -> None:
+        """A call to the shared rate store failed (it is down, or too slow)."""
+
 
 @final
 class ServerStats:
@@ -242,3 +250,32 @@ def upstream_failure(exc: ProxyError) -> Failure:
             return {403: Failure.NOT_ALLOWED, 504: Failure.TIMED_OUT}.get(exc.code, Failure.CONNECTION_REFUSED)
         return Failure.CONNECTION_REFUSED
     return Failure.GENERAL_FAILURE
+
+
+# -- what a session hands over instead of an outcome ------------------------------------------
+
+
+@final
+class StartRelay:
+    """The tunnel is up: relay it, sending ``early`` to the target first and passing ``client_eof`` on.
+
+    Attributes:
+        early: what the client sent after its request, read with the handshake.
+        client_eof: whether the client's EOF was read with them.
+    """
+
+    __slots__ = ("client_eof", "early")
+
+    def __init__(self, early: bytes, client_eof: bool) -> None:
+        self.early = early
+        self.client_eof = client_eof
+
+
+@final
+class StartUdpRelay:
+    """UDP ASSOCIATE is up: relay datagrams as ``policy`` decides until the client's connection ends."""
+
+    __slots__ = ("policy",)
+
+    def __init__(self, policy: UdpRelayPolicy) -> None:
+        self.policy = policy

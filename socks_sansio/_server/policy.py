@@ -1,8 +1,22 @@
 """What a proxy server allows: users and their passwords, and access rules. Pure.
 
 Users. A user list maps names to stored passwords, either in plain text or
-hashed as ``pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>`` (make one with
-:meth:`UserDatabase.hash_password`). Checks compare in constant time and do
+hashed with PBKDF2-SHA256 in one of three forms (make the first with
+:meth:`UserDatabase.hash_password` or ``socks-sansio hash-password``):
+
+* ours: ``pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>``;
+* Django's: ``pbkdf2_sha256$<iterations>$<salt text>$<hash base64>`` (the
+  salt's UTF-8 octets are the salt; the hash is standard base64, 44 characters
+  ending in ``=``). It shares our prefix and is told apart by its last field:
+  hex digits only is ours, base64 with its ``=`` padding is Django's (a hex
+  string never holds ``=``, so no value is both);
+* passlib's: ``$pbkdf2-sha256$<rounds>$<salt>$<checksum>``, salt and checksum
+  in passlib's adapted base64 (``.`` for ``+``, no padding).
+
+Any other value, including one that starts with a hash prefix but does not
+parse, is refused when the list is built, not at the first login (so a plain
+password may not start with ``pbkdf2_sha256$`` or ``$pbkdf2-sha256$``).
+Checks compare in constant time and do
 the same work for unknown users, so timing does not reveal which names exist.
 A hashed password, once verified, is remembered as a salted digest so that a
 busy server does not re-run PBKDF2 for every connection of the same user.
@@ -18,13 +32,15 @@ that resolves to 127.0.0.1 cannot smuggle a private target past the rules.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
 import hashlib
 import hmac
 import ipaddress
 import os
 from collections.abc import Iterable, Mapping
-from typing import Final, Literal, final
+from typing import ClassVar, Final, Literal, final
 
 import attrs
 
@@ -36,8 +52,12 @@ __all__ = ["AccessPolicy", "AccessRule", "UserDatabase", "is_private"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_HASH_PREFIX: Final = "pbkdf2_sha256$"
+_HASH_PREFIX: Final = "pbkdf2_sha256$"  # ours, and Django's
+_PASSLIB_PREFIX: Final = "$pbkdf2-sha256$"
+_HASH_PREFIXES: Final = (_HASH_PREFIX, _PASSLIB_PREFIX)
 _DEFAULT_ITERATIONS: Final = 200_000
+_SHA256_SIZE: Final = 32
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 
 
 @final
@@ -51,18 +71,24 @@ class UserDatabase:
 
     __slots__ = ("_cache", "_dummy", "_users")
 
+    DEFAULT_ITERATIONS: ClassVar[int] = _DEFAULT_ITERATIONS
+    """PBKDF2 iterations :meth:`hash_password` uses unless told otherwise."""
+
     def __init__(self, users: Mapping[str | bytes, str]) -> None:
         self._users: dict[bytes, str] = {}
         for name, stored in users.items():
             key = name.encode() if isinstance(name, str) else bytes(name)
             if not 1 <= len(key) <= 255:
                 raise LocalProtocolError(f"user name {name!r} must be 1 to 255 octets")
-            if stored.startswith(_HASH_PREFIX):
-                _parse_hash(stored)  # refuse a malformed hash now, not at the first login
+            if stored.startswith(_HASH_PREFIXES):
+                try:
+                    _parse_hash(stored)  # refuse a malformed hash now, not at the first login
+                except LocalProtocolError as exc:
+                    raise LocalProtocolError(f"user {name!r}: {exc.message}") from None
             self._users[key] = stored
         self._cache: dict[bytes, bytes] = {}
         # Checked for unknown names, so that they cost what a wrong password for a known one costs.
-        hashed = [_parse_hash(v)[0] for v in self._users.values() if v.startswith(_HASH_PREFIX)]
+        hashed = [_parse_hash(v)[0] for v in self._users.values() if v.startswith(_HASH_PREFIXES)]
         self._dummy = f"{_HASH_PREFIX}{max(hashed)}$00${'00' * 32}" if hashed else "\0" * 16
 
     def __len__(self) -> int:
@@ -94,7 +120,13 @@ class UserDatabase:
     def hash_password(
         password: str | bytes, *, iterations: int = _DEFAULT_ITERATIONS, salt: bytes | None = None
     ) -> str:
-        """Hash *password* for storage: ``pbkdf2_sha256$iterations$salt$hash``."""
+        """Hash *password* for storage: ``pbkdf2_sha256$iterations$salt$hash`` (salt and hash in hex).
+
+        Args:
+            password: the password (``str`` is encoded as UTF-8, as on the wire).
+            iterations: PBKDF2-SHA256 iterations (:attr:`DEFAULT_ITERATIONS` by default).
+            salt: the salt; 16 random octets by default.
+        """
         secret = password.encode() if isinstance(password, str) else password
         salt = os.urandom(16) if salt is None else salt
         digest = hashlib.pbkdf2_hmac("sha256", secret, salt, iterations)
@@ -109,7 +141,7 @@ class UserDatabase:
             else:
                 hmac.compare_digest(self._dummy.encode(), password)
             return False
-        if not stored.startswith(_HASH_PREFIX):
+        if not stored.startswith(_HASH_PREFIXES):
             return hmac.compare_digest(stored.encode(), password)
         remembered = self._cache.get(username)
         quick = hashlib.sha256(stored.encode() + b"\0" + password).digest()
@@ -121,12 +153,41 @@ class UserDatabase:
         return False
 
 
+def _decimal(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError("iterations must be a positive decimal number")
+    return int(text)
+
+
+def _ab64(text: str) -> bytes:
+    """passlib's adapted base64: ``.`` for ``+``, no padding."""
+    return base64.b64decode(text.replace(".", "+") + "=" * (-len(text) % 4), validate=True)
+
+
 def _parse_hash(stored: str) -> tuple[int, bytes, bytes]:
+    """``(iterations, salt, digest)`` of a stored hash in any of the three forms (see the module docstring)."""
+    fields = stored.split("$")
     try:
-        _, iterations, salt, digest = stored.split("$")
-        return int(iterations), bytes.fromhex(salt), bytes.fromhex(digest)
-    except ValueError:
-        raise LocalProtocolError("a stored password hash must look like pbkdf2_sha256$iterations$salt$hash") from None
+        if stored.startswith(_PASSLIB_PREFIX):
+            _, _, rounds, salt, checksum = fields
+            iterations, salt_octets, digest = _decimal(rounds), _ab64(salt), _ab64(checksum)
+        else:
+            _, count, salt, encoded = fields
+            iterations = _decimal(count)
+            if encoded and _HEX_DIGITS.issuperset(encoded):  # ours: hex digits only
+                return iterations, bytes.fromhex(salt), bytes.fromhex(encoded)
+            if len(encoded) != 44 or not encoded.endswith("="):
+                raise ValueError("the hash is neither hex nor Django's base64")
+            salt_octets, digest = salt.encode(), base64.b64decode(encoded, validate=True)
+        if len(digest) != _SHA256_SIZE:  # Django's and passlib's: the whole SHA-256 output
+            raise ValueError("a PBKDF2-SHA256 hash is 32 octets")
+        return iterations, salt_octets, digest
+    except (ValueError, binascii.Error):  # binascii.Error is a ValueError; named for the reader
+        raise LocalProtocolError(
+            "a stored password hash must look like pbkdf2_sha256$ITERATIONS$SALT_HEX$HASH_HEX (socks-sansio "
+            "hash-password), pbkdf2_sha256$ITERATIONS$SALT$HASH_BASE64 (Django) or "
+            "$pbkdf2-sha256$ROUNDS$SALT$CHECKSUM (passlib)"
+        ) from None
 
 
 def _verify(stored: str, password: bytes) -> bool:

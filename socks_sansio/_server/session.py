@@ -40,10 +40,15 @@ from typing import Any, Final, final
 from .._address import Address
 from .._codes import Command
 from .._errors import LocalProtocolError, ProxyError, RemoteProtocolError
+from .._http_forward_reader import ForwardRequestReader
+from .._proxy_url import ProxyProtocol
 from .._server_driver import ClientClosed, CredentialsReceived, Failure, ServerHandshake, TunnelRequested
 from .._util import NEED_DATA, PAUSED
+from .balancer import looks_like_proxy_header, outgoing_header, read_proxy_header
 from .config import ServerConfig
+from .forward import ForwardProxy
 from .operations import (
+    AdmitShared,
     AwaitPeer,
     CheckCredentials,
     Dial,
@@ -54,14 +59,26 @@ from .operations import (
     Receive,
     Resolve,
     Send,
+    SendUpstream,
     ServerOperation,
     SockAddr,
 )
-from .outcome import MetricsSink, Outcome, OutcomeKind, ServerStats, failure_for, format_tunnel, upstream_failure
+from .outcome import (
+    MetricsSink,
+    Outcome,
+    OutcomeKind,
+    ServerStats,
+    StartRelay,
+    StartUdpRelay,
+    failure_for,
+    format_tunnel,
+    upstream_failure,
+)
 from .ratelimit import RateLimits
+from .shared_limits import StoreOutage, tunnel_buckets
 from .udp import UdpRelayPolicy
 
-__all__ = ["ServerSession", "StartRelay", "StartUdpRelay", "server_logger"]
+__all__ = ["ServerSession", "server_logger"]
 
 server_logger: Final = logging.getLogger("socks_sansio.server")
 """The one line per connection is logged here at INFO level (never a password)."""
@@ -69,32 +86,12 @@ server_logger: Final = logging.getLogger("socks_sansio.server")
 _CONNECT: Final = Command.CONNECT
 _BIND: Final = Command.BIND
 _DENIED: Final = OutcomeKind.DENIED
+_HTTP: Final = ProxyProtocol.HTTP
 
 
-@final
-class StartRelay:
-    """The tunnel is up: relay it, sending ``early`` to the target first and passing ``client_eof`` on.
-
-    Attributes:
-        early: what the client sent after its request, read with the handshake.
-        client_eof: whether the client's EOF was read with them.
-    """
-
-    __slots__ = ("client_eof", "early")
-
-    def __init__(self, early: bytes, client_eof: bool) -> None:
-        self.early = early
-        self.client_eof = client_eof
-
-
-@final
-class StartUdpRelay:
-    """UDP ASSOCIATE is up: relay datagrams as ``policy`` decides until the client's connection ends."""
-
-    __slots__ = ("policy",)
-
-    def __init__(self, policy: UdpRelayPolicy) -> None:
-        self.policy = policy
+def _speaks_http(first: bytes) -> bool:
+    """Whether a client's first octet starts an HTTP method (RFC 9110 §9: uppercase tokens), as detection says."""
+    return ord("A") <= first[0] <= ord("Z")
 
 
 Steps = Generator[ServerOperation, Any, "Outcome | StartRelay | StartUdpRelay"]
@@ -115,13 +112,20 @@ class ServerSession:
         limiter: the server's rate limits (one for the whole server: it holds the buckets).
         metrics: where the metrics go.
         clock: the runner's monotonic clock (deadlines are on it).
+        outage: the server's view of its shared rate store (with ``rate_store`` set).
     """
 
     __slots__ = (
         "_clock",
+        "_command",
+        "_forwarded",
         "_limiter",
         "_metrics",
+        "_outage",
+        "_pending_log",
+        "_request_started",
         "_stats",
+        "_target",
         "client",
         "client_ip",
         "config",
@@ -146,6 +150,7 @@ class ServerSession:
         limiter: RateLimits,
         metrics: MetricsSink,
         clock: Callable[[], float] = time.monotonic,
+        outage: StoreOutage | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -154,6 +159,7 @@ class ServerSession:
         self._limiter = limiter
         self._metrics = metrics
         self._clock = clock
+        self._outage = outage if outage is not None else StoreOutage(config.rate_store_fail)
         self.started = clock()
         stats.active += 1
         self.handshake: ServerHandshake | None = config.handshake()
@@ -164,6 +170,11 @@ class ServerSession:
         self.up = self.down = 0
         self.opened = False  # counted as an active tunnel in the metrics, until finish()
         self.finished = False
+        self._pending_log = True  # finish() logs a line (False between forwarded requests)
+        self._forwarded = 0  # HTTP requests forwarded so far (each logs its own line)
+        self._command = "-"  # what a forwarded request's line names
+        self._target: Address | None = None
+        self._request_started = self.started
 
     @property
     def negotiation_deadline(self) -> float:
@@ -174,11 +185,59 @@ class ServerSession:
 
     def run(self) -> Steps:
         """The operations for this client (see the module docstring); returns what happens next."""
-        if self._stats.active > self.config.max_clients:
+        config = self.config
+        if self._stats.active > config.max_clients:
             return Outcome(OutcomeKind.BUSY)
-        if not self.config.policy.client_allowed(self.client_ip):
+        balancer = any(self.client_ip in network for network in config.proxy_protocol_from)
+        first = b""
+        if balancer:  # the balancer's header first: its source is the client from now on
+            header = yield from read_proxy_header(self)
+            if isinstance(header, Outcome):
+                return header
+            first = header
+        if not config.policy.client_allowed(self.client_ip):
             return Outcome(OutcomeKind.CLIENT_NOT_ALLOWED)
-        request = yield from self._negotiate()
+        if not first:
+            received = yield from self._first_octets()
+            if isinstance(received, Outcome):
+                return received
+            first = received
+        if not balancer and looks_like_proxy_header(first):
+            return Outcome(
+                OutcomeKind.PROTOCOL_ERROR, f"a PROXY header from {self.client[0]}, not a configured balancer"
+            )
+        if config.http_forward and _HTTP in config.protocols and _speaks_http(first):
+            reader = ForwardRequestReader()  # a forward request, or a CONNECT (the reader hands it over)
+            reader.receive_data(first)
+            self.protocol = _HTTP
+            return (yield from ForwardProxy(self, reader).run())
+        assert self.handshake is not None
+        self.handshake.receive_data(first)
+        return (yield from self._tunnel(self.negotiation_deadline))
+
+    def _first_octets(self) -> Generator[ServerOperation, Any, bytes | Outcome]:
+        """The client's first octets: they tell a forward request or a PROXY header from the tunnel protocols."""
+        try:
+            first = yield Receive(self.negotiation_deadline)
+        except TimeoutError:
+            return Outcome(OutcomeKind.NEGOTIATION_TIMEOUT)
+        if not first:
+            return Outcome(OutcomeKind.CLOSED_DURING_NEGOTIATION)
+        return bytes(first)
+
+    def tunnel_after(self, data: bytes, eof: bool) -> Steps:
+        """A CONNECT after forwarded requests: *data* (from the CONNECT on) goes to a fresh handshake."""
+        self.handshake = handshake = self.config.handshake()
+        handshake.receive_data(data)
+        if eof:
+            handshake.receive_data(b"")
+        self._pending_log = True
+        deadline = self._clock() + self.config.negotiation_timeout if self._forwarded else self.negotiation_deadline
+        return (yield from self._tunnel(deadline))
+
+    def _tunnel(self, deadline: float) -> Steps:
+        """A tunnel protocol's handshake, then its request carried out."""
+        request = yield from self._negotiate(deadline)
         if isinstance(request, Outcome):
             return request
         self.request = request
@@ -188,9 +247,10 @@ class ServerSession:
         assert handshake is not None
         self.protocol, self.username = handshake.protocol, handshake.username
         self.user = self.config.rate_limited_user(handshake)
-        wait = self._limiter.admit_tunnel(self.user, self.client_ip, now)
+        wait = yield from self.admitted()
+        if isinstance(wait, Outcome):
+            return (yield from self._refuse(Failure.RATE_LIMITED, wait))
         if wait is not None:
-            self._metrics.rate_limited("tunnels")
             return (yield from self._refuse(Failure.RATE_LIMITED, Outcome(OutcomeKind.RATE_LIMITED), math.ceil(wait)))
         if request.command is _CONNECT:
             return (yield from self._connect(request.target))
@@ -198,10 +258,41 @@ class ServerSession:
             return (yield from self._bind(request.target))
         return (yield from self._associate(request.target))
 
-    def _negotiate(self) -> Generator[ServerOperation, Any, TunnelRequested | Outcome]:
+    def admitted(self) -> Generator[ServerOperation, Any, float | Outcome | None]:
+        """Ask the tunnel rate limits for one more tunnel (or forwarded request).
+
+        Returns ``None`` (admitted), the seconds to wait, or the Outcome of a
+        refusal because the shared store is down and fails closed.
+        """
+        config = self.config
+        if config.rate_store is None:
+            wait = self._limiter.admit_tunnel(self.user, self.client_ip, self._clock())
+        else:
+            buckets = tunnel_buckets(config.rate_limits, self.user, self.client_ip)
+            if not buckets:
+                return None
+            try:
+                shared: float = yield AdmitShared(tuple(buckets), config.rate_store_timeout)
+            except OSError as exc:
+                return self._store_failed(exc)
+            if self._outage.recovered():
+                server_logger.warning("rate store: answering again; tunnel limits are shared again")
+            wait = shared or None
+        if wait is not None:
+            self._metrics.rate_limited("tunnels")
+        return wait
+
+    def _store_failed(self, exc: OSError) -> Outcome | None:
+        outage, fail = self._outage, self.config.rate_store_fail
+        self._metrics.rate_store_failed()
+        if outage.failed():
+            what = "admitted without limits" if fail == "open" else "refused"
+            server_logger.warning("rate store unreachable (%s): tunnels are %s until it answers", exc, what)
+        return None if fail == "open" else Outcome(OutcomeKind.RATE_LIMITED, "rate store unavailable")
+
+    def _negotiate(self, deadline: float) -> Generator[ServerOperation, Any, TunnelRequested | Outcome]:
         handshake = self.handshake
         assert handshake is not None
-        deadline = self.negotiation_deadline
         receive = Receive(deadline)
         while True:
             try:
@@ -315,10 +406,12 @@ class ServerSession:
                 failure = Failure.NOT_ALLOWED if addresses.kind is _DENIED else Failure.HOST_UNREACHABLE
                 return (yield from self._refuse(failure, addresses))
             try:
-                local = yield Dial(addresses, timeout)
+                local, remote = yield Dial(addresses, timeout)
             except (OSError, TimeoutError) as exc:
                 failure = failure_for(exc)
                 return (yield from self._refuse(failure, Outcome(OutcomeKind.DIAL_FAILED, failure.name.lower())))
+            if config.upstream_proxy_protocol:  # the target learns who the client is (another instance...)
+                yield SendUpstream(outgoing_header(self.client, remote))
         yield from self._reply(local)
         return self._relay()
 
@@ -369,6 +462,51 @@ class ServerSession:
         self.opened = True
         self._metrics.tunnel_opened(self.protocol)
 
+    # -- HTTP forwarding: one log line per request ---------------------------------------
+
+    def clock(self) -> float:
+        """The session's clock (the runner's)."""
+        return self._clock()
+
+    @property
+    def metrics(self) -> MetricsSink:
+        """Where the metrics go."""
+        return self._metrics
+
+    def request_began(self, method: str, target: Address) -> None:
+        """A forwarded request's head was read: it is what the next log line is about."""
+        if self._forwarded == 0:
+            self._metrics.handshake_done(self._clock() - self.started)
+        self._forwarded += 1
+        self._pending_log = True
+        self._command, self._target = method, target
+        self._request_started = self._clock()
+
+    def request_ended(self, outcome: Outcome) -> None:
+        """A forwarded request ended with *outcome*: count it and log its line; the counters start afresh."""
+        self._account(outcome)
+        self._pending_log = False
+        self.up = self.down = 0
+
+    def client_left(self) -> Outcome:
+        """How the connection ends when the client closes it while the session waits for something else."""
+        if self._forwarded and not self._pending_log:
+            return Outcome(OutcomeKind.OK)  # between forwarded requests: nothing was lost
+        if self._forwarded:
+            return Outcome(OutcomeKind.CONNECTION_ERROR, "the client closed during the request")
+        return Outcome(OutcomeKind.CLOSED_DURING_NEGOTIATION)
+
+    def opened_tunnel(self) -> None:
+        """HTTP forwarding opened a connection to an origin (an active tunnel in the metrics)."""
+        if not self.opened:
+            self._open()
+
+    def closed_tunnel(self) -> None:
+        """HTTP forwarding closed its connection to the origin."""
+        if self.opened:
+            self.opened = False
+            self._metrics.tunnel_closed(self.protocol)
+
     # -- what the runner reports ---------------------------------------------------------
 
     def moved(self, upward: bool, nbytes: int, now: float) -> float:
@@ -401,17 +539,28 @@ class ServerSession:
         self._stats.failures[what] += 1
 
     def finish(self, outcome: Outcome) -> None:
-        """The connection ended with *outcome*: count it, report it, log its one line. Idempotent."""
+        """The connection ended with *outcome*: count it, report it, log its one line. Idempotent.
+
+        After forwarded requests, each already counted and logged, a connection
+        that ends between two of them adds no line of its own.
+        """
         if self.finished:
             return
         self.finished = True
-        stats, metrics = self._stats, self._metrics
-        stats.active -= 1
-        request = self.request
+        self._stats.active -= 1
         handshake = self.handshake
-        if handshake is not None and request is None:
+        if handshake is not None and self.request is None and handshake.protocol is not None:
             self.protocol, self.username = handshake.protocol, handshake.username
-        protocol = self.protocol
+        if self._pending_log:
+            self._account(outcome)
+        if self.opened:
+            self.opened = False
+            self._metrics.tunnel_closed(self.protocol)
+        self.handshake = None
+
+    def _account(self, outcome: Outcome) -> None:
+        """Count *outcome* (a connection's, or a forwarded request's) and log its line."""
+        stats, metrics, protocol = self._stats, self._metrics, self.protocol
         if outcome.kind is OutcomeKind.OK and protocol is not None:
             stats.tunnels[protocol.name.lower()] += 1
         else:
@@ -420,23 +569,25 @@ class ServerSession:
         stats.bytes_down += self.down
         if outcome.kind is _DENIED:
             metrics.denied()
-        if self.opened:
-            self.opened = False
-            metrics.tunnel_closed(protocol)
         metrics.connection_closed(protocol, outcome, up=self.up, down=self.down)
-        self.handshake = None
         if server_logger.isEnabledFor(logging.INFO):
+            request = self.request
+            command: str
+            target: Address | None
+            if request is not None:
+                command, target = request.command.name, request.target
+            else:
+                command, target = self._command, self._target
             server_logger.info(
                 format_tunnel(
                     client=f"{self.client[0]}:{self.client[1]}",
                     user=self.username,
                     protocol=protocol,
-                    command=request.command.name if request else "-",
-                    target=request.target if request else None,
+                    command=command,
+                    target=target,
                     up=self.up,
                     down=self.down,
-                    duration=self._clock() - self.started,
+                    duration=self._clock() - (self._request_started if self._forwarded else self.started),
                     outcome=outcome,
                 )
             )
-

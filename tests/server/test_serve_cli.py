@@ -5,6 +5,7 @@ and ``socks-sansio connect`` piping stdin through a running server (alone and as
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,11 +53,12 @@ def run_serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[
     )
 
 
-def run_connect(proxies: list[str], port: int, data: bytes) -> subprocess.CompletedProcess[bytes]:
-    """``socks-sansio connect --proxy P... 127.0.0.1 PORT`` with *data* on stdin (then closed)."""
+def run_connect(proxies: list[str], port: int, data: bytes, *flags: str) -> subprocess.CompletedProcess[bytes]:
+    """``socks-sansio connect --proxy P... [FLAGS] 127.0.0.1 PORT`` with *data* on stdin (then closed)."""
     proxy_args = [arg for url in proxies for arg in ("--proxy", url)]
     return subprocess.run(
-        [sys.executable, "-m", "socks_sansio", "connect", "--timeout", str(TIMEOUT), *proxy_args, HOST, str(port)],
+        [sys.executable, "-m", "socks_sansio", "connect", "--timeout", str(TIMEOUT), *proxy_args, *flags, HOST,
+         str(port)],
         input=data,
         capture_output=True,
         timeout=30,
@@ -186,6 +188,76 @@ def test_flags_override_the_config_file(start_proxy: ProxyFactory, tmp_path: Pat
         assert read_until_eof(sock) == b"", "HTTP, the file's protocol, was replaced by the flag's"
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("idle-timout = 5\n", "unknown key 'idle-timout' (did you mean 'idle-timeout'?)"),
+        ('listen = ["127.0.0.1:0", 1080]\n', "'listen' must be a list of strings (or one string): item 2"),
+        ('max-clients = "10"\n', "'max-clients' must be an integer, not a string"),
+        ('listen = ["127.0.0.1:0"\nmax-clients = 1\n', "not valid TOML: "),
+    ],
+    ids=["unknown-key", "list-item", "wrong-type", "syntax"],
+)
+def test_a_bad_config_file_exits_2_with_one_line(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "serve.toml"
+    config.write_text(text, "utf-8")
+    result = run_serve("--config", str(config))
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"socks-sansio serve: {config}: "), result.stderr
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not LISTENING_LINE.search(result.stderr)
+
+
+def test_one_string_for_a_list_in_the_config_file(start_proxy: ProxyFactory, tmp_path: Path,
+                                                  echo: ThreadedServer) -> None:
+    """``listen = "HOST:PORT"`` is one address (it used to be read as a list of characters)."""
+    config = tmp_path / "serve.toml"
+    config.write_text(f'listen = "{HOST}:0"\nauth = "frank:pw"\n', "utf-8")
+    server = start_proxy("--config", str(config), listen=False)
+    assert len(server.addresses) == 1
+    with connect(server.address) as sock:
+        assert socks5_open(sock, CONNECT, HOST, echo.port, user="frank", password="pw")[0] == 0
+        sock.sendall(b"one")
+        assert recv_exactly(sock, 3) == b"one"
+
+
+# ------------------------------------------------------------------ socks-sansio hash-password
+
+
+def run_hash_password(*args: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    """``socks-sansio hash-password ARGS`` with *stdin* piped (not a terminal: one line is read)."""
+    return subprocess.run(
+        [sys.executable, "-m", "socks_sansio", "hash-password", *args],
+        input=stdin, capture_output=True, timeout=60, check=False,
+    )
+
+
+def test_hash_password_makes_an_auth_file_line_the_server_accepts(start_proxy: ProxyFactory, tmp_path: Path) -> None:
+    password = "pw with spaces:and a colon ü"
+    result = run_hash_password("--iterations", "1000", "--user", "erin", stdin=password.encode() + b"\r\n")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.decode().strip()
+    assert line.startswith("erin:pbkdf2_sha256$1000$") and password not in line
+    assert UserDatabase.from_lines([line]).check(b"erin", password.encode())
+    bare = run_hash_password(stdin=b"other\n")
+    assert bare.returncode == 0 and bare.stdout.decode().startswith(f"pbkdf2_sha256${UserDatabase.DEFAULT_ITERATIONS}$")
+    users = tmp_path / "users.txt"
+    users.write_text(line + "\n", "utf-8")
+    server = start_proxy("--auth-file", str(users))
+    assert _login(server, "erin", password)
+    assert not _login(server, "erin", "pw with spaces")
+
+
+@pytest.mark.parametrize("stdin", [b"\n", b""], ids=["empty-line", "no-line"])
+def test_hash_password_refuses_an_empty_password(stdin: bytes) -> None:
+    result = run_hash_password("--iterations", "1000", stdin=stdin)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"socks-sansio hash-password: ")
+    assert b"Traceback" not in result.stderr
+
+
 # ------------------------------------------------------------------ socks-sansio connect
 
 
@@ -227,3 +299,36 @@ def test_connect_chain_across_backends(any_proxies: ProxyFactory, echo: Threaded
         result = run_connect(chain, echo.port, data)
         assert result.returncode == 0, (chain, result.stderr)
         assert result.stdout == data
+
+
+def _eof_reporter(wait: float) -> ThreadedServer:
+    """A target that reads b"ping\\n", then says whether an EOF follows within *wait* s ("EOF"/"OPEN"), and closes."""
+    def handler(conn: socket.socket) -> None:
+        assert recv_exactly(conn, 5) == b"ping\n"
+        conn.settimeout(wait)
+        try:
+            saw_eof = conn.recv(1) == b""
+        except TimeoutError:
+            saw_eof = False
+        conn.sendall(b"EOF\n" if saw_eof else b"OPEN\n")
+
+    return ThreadedServer(handler)
+
+
+@pytest.mark.parametrize(
+    ("flags", "wait", "seen"),
+    # With half-close the EOF follows the data at once: the target may wait long for it. With
+    # --no-shutdown it never comes: an absence can only be seen by waiting, briefly.
+    [((), TIMEOUT, b"EOF\n"), (("--no-shutdown",), 1.0, b"OPEN\n")],
+    ids=["half-close", "no-shutdown"],
+)
+def test_connect_half_closes_at_the_end_of_stdin_unless_no_shutdown(
+    proxy: ProxyProcess, flags: tuple[str, ...], wait: float, seen: bytes
+) -> None:
+    target = _eof_reporter(wait)
+    try:
+        result = run_connect([proxy.url("socks5h")], target.port, b"ping\n", *flags)
+    finally:
+        target.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == seen, "the target saw an EOF" if seen == b"OPEN\n" else "the target saw no EOF"

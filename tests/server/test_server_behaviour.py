@@ -358,8 +358,20 @@ def test_signal_stops_an_idle_server(start_proxy: ProxyFactory, sig: int) -> Non
 # ------------------------------------------------------------------ hostile input
 
 
-def test_plain_get_gets_405(proxy: ProxyProcess, echo: ThreadedServer) -> None:
-    """A forward-proxy GET is not supported: 405 with ``Allow: CONNECT``, then close."""
+def test_a_get_to_an_origin_that_is_not_http_gets_502(proxy: ProxyProcess, echo: ThreadedServer) -> None:
+    """Forwarded, but the origin (an echo server) answers no HTTP: 502 with a reason, then close."""
+    with connect(proxy.address) as sock:
+        sock.sendall(f"GET http://{HOST}:{echo.port}/ HTTP/1.1\r\nHost: {HOST}:{echo.port}\r\n\r\n".encode())
+        head = read_http_head(sock)
+        assert http_status(head) == 502, head
+        assert b"the origin broke HTTP/1.1" in read_until_eof(sock)
+
+
+def test_plain_get_gets_405_when_forwarding_is_off(
+    in_process_proxy: Callable[..., InProcessProxy], echo: ThreadedServer
+) -> None:
+    """Without HTTP forwarding a plain GET is refused: 405 with ``Allow: CONNECT``, then close."""
+    proxy = in_process_proxy(http_forward=False)
     with connect(proxy.address) as sock:
         sock.sendall(f"GET http://{HOST}:{echo.port}/ HTTP/1.1\r\nHost: {HOST}:{echo.port}\r\n\r\n".encode())
         head = read_http_head(sock)

@@ -23,7 +23,7 @@ import pytest
 from socks_sansio import ServerConfig
 from socks_sansio._server import session as session_module
 from socks_sansio._server.session import server_logger
-from socks_sansio.adapters.server import asyncio as asyncio_server
+from socks_sansio.adapters.server import asyncio_client as asyncio_server
 from socks_sansio.adapters.server.asyncio import ProxyServer
 from socks_sansio.adapters.server.asyncio_relay import Pending
 
@@ -154,11 +154,11 @@ def test_negotiation_runs_without_a_task_and_times_out() -> None:
 
 def test_bytes_and_eof_from_both_sides_before_the_relay_are_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
     """The target greets and half-closes, the client pipelines data and EOF, all before the relay starts."""
-    start_relay = asyncio_server._Client._start_relay
+    start_relay = asyncio_server.Client._start_relay
     seen: list[tuple[bytes, bool]] = []
 
     def delayed(
-        self: asyncio_server._Client, upstream: Any, pending: Pending, early: bytes, client_eof: bool
+        self: asyncio_server.Client, upstream: Any, pending: Pending, early: bytes, client_eof: bool
     ) -> None:
         # Start the relay only once the target's greeting and EOF have reached the pending protocol.
         if pending.eof or len(seen) > 1000:
@@ -168,7 +168,7 @@ def test_bytes_and_eof_from_both_sides_before_the_relay_are_delivered(monkeypatc
             seen.append((b"", False))
             self.loop.call_later(0.005, delayed, self, upstream, pending, early, client_eof)
 
-    monkeypatch.setattr(asyncio_server._Client, "_start_relay", delayed)
+    monkeypatch.setattr(asyncio_server.Client, "_start_relay", delayed)
 
     async def body() -> None:
         async with Target(b"hello from the target", then_eof=True) as target, ProxyServer(config()) as server:

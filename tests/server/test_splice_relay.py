@@ -31,7 +31,7 @@ import pytest
 
 from socks_sansio import Rate, RateLimitConfig, ServerConfig, parse_upstream
 from socks_sansio.adapters.cli.serve import config_from_argv
-from socks_sansio.adapters.server import asyncio as asyncio_server
+from socks_sansio.adapters.server import asyncio_client as asyncio_server
 from socks_sansio.adapters.server.asyncio_relay import Pending
 from tests.adapters.servers import TLSFiles, echo, recv_exactly, serve
 
@@ -172,11 +172,11 @@ def test_early_bytes_and_eofs_from_both_sides(
     spliced_proxy: InProcessProxy, logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The target's banner and EOF, and the client's pipelined bytes, all reach the server before the relay."""
-    start_relay = asyncio_server._Client._start_relay
+    start_relay = asyncio_server.Client._start_relay
     held: list[tuple[bytes, bool]] = []
 
     def delayed(
-        self: asyncio_server._Client, upstream: Any, pending: Pending, early: bytes, client_eof: bool
+        self: asyncio_server.Client, upstream: Any, pending: Pending, early: bytes, client_eof: bool
     ) -> None:
         if pending.eof or len(held) > 2000:  # bounded: about 10 s
             held.append((bytes(pending.data), pending.eof))
@@ -185,7 +185,7 @@ def test_early_bytes_and_eofs_from_both_sides(
             held.append((b"", False))
             self.loop.call_later(0.005, delayed, self, upstream, pending, early, client_eof)
 
-    monkeypatch.setattr(asyncio_server._Client, "_start_relay", delayed)
+    monkeypatch.setattr(asyncio_server.Client, "_start_relay", delayed)
     banner, pipelined, later = b"220 target ready\r\n", b"pipelined with the request", b"and sent later"
     target = Exchange(b"", banner=banner)
     with serve(target) as server, socks5_tunnel(spliced_proxy, server.address, pipelined) as sock:
@@ -502,7 +502,7 @@ def test_no_splice_flag_and_config_key(tmp_path: Path) -> None:
     toml.write_text("splice = false\n")
     assert serve_config("--config", str(toml)).splice is False
     toml.write_text('splice = "no"\n')
-    with pytest.raises(ValueError, match="splice must be true or false"):
+    with pytest.raises(ValueError, match=r"'splice' must be true or false"):
         serve_config("--config", str(toml))
 
 
