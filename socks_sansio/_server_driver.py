@@ -171,6 +171,7 @@ class ServerHandshake:
         "_protocol",
         "_protocols",
         "_realm",
+        "_refusal",
         "_status",
         "_username",
     )
@@ -203,6 +204,7 @@ class ServerHandshake:
         self._deferred: TunnelRequested | None = None
         self._eof_pending = False  # EOF that came before the protocol was known
         self._closed_reported = False
+        self._refusal: str | None = None  # why the handshake refused the client by itself, for the log
 
     @property
     def protocol(self) -> ProxyProtocol | None:
@@ -218,6 +220,11 @@ class ServerHandshake:
     def must_close(self) -> bool:
         """True when the connection must be closed after ``data_to_send()`` is written."""
         return self._status is ServerStatus.CLOSED
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the handshake refused the client by itself (no acceptable method, SOCKS4 under auth), if it did."""
+        return self._refusal
 
     @property
     def username(self) -> bytes | None:
@@ -327,6 +334,10 @@ class ServerHandshake:
             self._out += conn.send(MethodSelection(method=self._choose_method(event.methods)))
             if conn.state is Socks5State.MUST_CLOSE:
                 self._status = ServerStatus.CLOSED
+                offered = ", ".join(f"0x{method:02x}" for method in event.methods) or "none"
+                wanted = "0x02 (username/password)" if self._auth_required else "0x00 (none) or 0x02"
+                self._refusal = (f"no acceptable authentication method: the client offered {offered}, "
+                                 f"the server takes {wanted}")
             return None
         if isinstance(event, UsernamePasswordRequest):
             self._status = ServerStatus.AWAITING_CREDENTIALS_DECISION
@@ -337,6 +348,8 @@ class ServerHandshake:
         if isinstance(event, Socks4Request):
             if self._auth_required and not self._allow_socks4:
                 self._finish_refusal(Failure.NOT_ALLOWED)
+                self._refusal = ("SOCKS4 carries no password and the server requires authentication "
+                                 "(allow_socks4_without_auth is off)")
                 return None
             self._username = event.user_id or None
             return self._requested(event.command, event.address)

@@ -8,11 +8,13 @@ echo server. Every run is bounded by short ``--timeout`` values.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -193,6 +195,24 @@ def test_socks5_url_at_an_http_proxy(capsys: pytest.CaptureFixture[str], tinypro
     assert "looks like an HTTP proxy" in result["diagnosis"]
     assert "HTTP/1." in result["diagnosis"]
     assert SECRET not in json.dumps(result)
+
+
+def test_http_url_at_a_web_server(capsys: pytest.CaptureFixture[str], echo: str) -> None:
+    # A plain web server (Python's http.server) answers CONNECT with 501: not a proxy, not a refused target.
+    server = http.server.ThreadingHTTPServer((HOST, 0), http.server.SimpleHTTPRequestHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://{HOST}:{server.server_address[1]}"
+        status, [result] = run_json(capsys, "--target", echo, "--timeout", "3", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert status == 1
+    assert result["error"] == "not-a-proxy" and result["code"] == 501
+    assert "not an HTTP proxy" in result["diagnosis"]
 
 
 def test_http_url_at_a_socks5_proxy(capsys: pytest.CaptureFixture[str], microsocks: PeerServer, echo: str) -> None:

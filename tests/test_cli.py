@@ -118,3 +118,28 @@ def test_hash_password_takes_no_password_argument() -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["hash-password", "s3cret"])
     assert exited.value.code == 2
+
+
+def test_serve_on_trio_without_trio_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "trio", None)  # as if trio were not installed: find_spec finds nothing
+    assert main(["serve", "--backend", "trio", "--listen", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "socks-sansio serve: --backend trio needs the trio package: pip install 'socks-sansio[trio]'\n"
+
+
+def test_top_level_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and ":class:" not in out
+    assert "serve" in out and "hash-password" in out
+
+
+@pytest.mark.parametrize("command", ["check", "connect"])
+def test_help_shows_defaults_and_exit_statuses(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: " in out
+    assert "exit status: 0 " in out and "2 on usage errors" in out

@@ -157,6 +157,20 @@ def test_credentials_are_checked_by_the_runner_and_a_wrong_password_counts() -> 
     assert stats.failures == {"authentication failed": 1} and stats.active == 0
 
 
+def test_a_refusal_by_the_protocol_says_why() -> None:
+    config = ServerConfig(users=UserDatabase({"alice": "right"}))
+    socks4 = b"\x04\x01\x00\x50\xc0\x00\x02\x01alice\x00"
+    runner = Runner([socks4])
+    outcome = run(session_for(config), runner)
+    assert outcome.kind is OutcomeKind.REFUSED
+    assert "SOCKS4 carries no password" in str(outcome) and "allow_socks4_without_auth" in str(outcome)
+    assert bytes(runner.sent)[:2] == b"\x00\x5b"  # CD 91: rejected
+    outcome = run(session_for(config), Runner([GREETING]))  # offers no auth only
+    assert outcome.kind is OutcomeKind.REFUSED
+    assert str(outcome) == ("refused: no acceptable authentication method: the client offered 0x00, "
+                            "the server takes 0x02 (username/password)")
+
+
 def test_a_protocol_error_sends_the_prescribed_refusal_quietly() -> None:
     runner = Runner([b"\x05\x01\x00\x05\x01\x00\x09"])  # ATYP 9
     outcome = run(session_for(), runner)

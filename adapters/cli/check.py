@@ -53,6 +53,9 @@ __all__ = ["CheckResult", "check_proxy", "parse_payload", "run_checks"]
 
 _PROBE = b"HEAD / HTTP/1.0\r\n\r\n"
 _PROBE_TIMEOUT = 2.0
+# What a web server answers to CONNECT (nginx 400, Apache 405, Python's http.server 501): a proxy that
+# cannot reach a target says 502, 503 or 504, and one that forbids it 403.
+_NOT_CONNECT = frozenset({400, 405, 501})
 
 
 @final
@@ -73,8 +76,9 @@ class CheckResult:
         bound: the proxy's reply address as ``host:port`` (``None`` for HTTP
             CONNECT, which has none; ``-`` in text).
         error: the failure kind: ``dead-port``, ``unreachable``, ``wrong-protocol``,
-            ``auth-refused``, ``target-refused``, ``timeout``, ``no-first-byte``
-            or ``error``; ``None`` when healthy.
+            ``not-a-proxy`` (a web server answered CONNECT), ``auth-refused``,
+            ``target-refused``, ``timeout``, ``no-first-byte`` or ``error``;
+            ``None`` when healthy.
         code: the reply code of a refusal (SOCKS5 REP, SOCKS4 CD, HTTP status).
         diagnosis: one human sentence about the failure.
     """
@@ -145,6 +149,10 @@ def _diagnose(exc: Exception, proxy: ProxyURL, timeout: float) -> tuple[str, str
         if proxy.credentials is None:
             return "auth-refused", f"the proxy wants credentials and none were given: {exc}", exc.code
         return "auth-refused", f"the proxy refused the credentials: {exc}", exc.code
+    if isinstance(exc, ProxyRefusedError) and scheme in ("http", "https") and exc.code in _NOT_CONNECT:
+        return ("not-a-proxy",
+                f"the port answered CONNECT with HTTP {exc.code}, as a web server does: it is not an HTTP proxy, "
+                f"or one that does not serve CONNECT", exc.code)
     if isinstance(exc, ProxyRefusedError):
         return "target-refused", f"the proxy could not reach the target (code {exc.code}): {exc}", exc.code
     if isinstance(exc, ProxyProtocolError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -114,6 +115,10 @@ def define_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--backlog", type=int, help="listen backlog (default 1024)")
     serve.add_argument("--workers", type=int, help="processes sharing the port with SO_REUSEPORT (default 1)")
     serve.add_argument("--backend", choices=("asyncio", "trio"), help="I/O backend (default asyncio)")
+    serve.add_argument("--loop", choices=("auto", "asyncio", "uvloop"),
+                       help="event loop of the asyncio backend: uvloop (the 'uvloop' extra: pip install "
+                       "'socks-sansio[uvloop]'), asyncio (the standard library's), or auto (default: uvloop "
+                       "when installed, else asyncio); --workers processes all run on it")
     serve.add_argument("--no-splice", dest="splice", action="store_false", default=None,
                        help="relay every tunnel by copying through user space; by default the asyncio backend "
                        "on Linux relays plain-TCP CONNECT tunnels with splice() (zero-copy) unless a "
@@ -264,6 +269,7 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         rate_store=settings.get("rate_store"),
         rate_store_fail=settings.get("rate_store_fail") or "open",
         health_listen=listen_address(str(settings["health_listen"])) if settings.get("health_listen") else None,
+        event_loop=settings.get("loop") or "auto",
         **optional,
     )
 
@@ -299,6 +305,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"socks-sansio serve: {exc}", file=sys.stderr)
         return 2
     backend = str(settings.get("backend", "asyncio"))
+    if backend == "trio" and config.event_loop != "auto":
+        print(f"socks-sansio serve: --loop {config.event_loop} applies to the asyncio backend; trio runs its own "
+              "loop (leave --loop at auto, or use --backend asyncio)", file=sys.stderr)  # fmt: skip
+        return 2
+    if backend == "trio" and importlib.util.find_spec("trio") is None:
+        print("socks-sansio serve: --backend trio needs the trio package: pip install 'socks-sansio[trio]'",
+              file=sys.stderr)
+        return 2
     workers = int(settings.get("workers") or 1)
     if workers > 1:
         if any(port == 0 for _, port in (*config.listen, *config.tls_listen)):

@@ -30,6 +30,11 @@ the copying relay) keep the copying relay.
 protocol sees the decrypted bytes, so HTTPS proxying and SOCKS over TLS need
 nothing else. TLS has no half-close, so when either end of a tunnel is TLS an
 EOF from either side ends the whole tunnel (after flushing what was sent).
+
+:func:`run` (``socks-sansio serve``) makes the event loop the config's
+``event_loop`` names (``--loop``): uvloop's (:func:`event_loop_factory`) or
+asyncio's own; :class:`ProxyServer` runs on whatever loop runs it, and logs
+which one at start-up.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from .redis_store import RedisRateStore
 from .splice import PipePool, SpliceRelay
 from .tls import server_ssl_context, upstream_ssl_context
 
-__all__ = ["ProxyServer", "run", "serve"]
+__all__ = ["ProxyServer", "event_loop_factory", "event_loop_name", "run", "serve"]
 
 server_logger: Final = logging.getLogger("socks_sansio.server")
 
@@ -149,7 +154,9 @@ class ProxyServer:
             await self._close_endpoints()
             raise
         self.accepting = True
-        server_logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
+        server_logger.info(
+            "listening on %s (event loop: %s)", ", ".join(f"{h}:{p}" for h, p in self.addresses), event_loop_name(loop)
+        )
         if self.metrics.address is not None:
             host, port = self.metrics.address
             server_logger.info("metrics on http://%s/metrics", Address(host, port).authority)
@@ -214,14 +221,55 @@ class ProxyServer:
             self._drained.set_result(None)
 
 
-def run(config: ServerConfig) -> None:
-    """Run a server until SIGINT or SIGTERM (``socks-sansio serve``), then drain it, on the running policy's loop.
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the event loop for a config's ``event_loop`` (*choice*); ``None``: asyncio's own.
 
-    On the signal ``/healthz`` turns 503 at once; the server keeps serving for
-    ``drain_delay`` seconds (so a balancer takes it out), then stops accepting and
-    lets tunnels finish for ``shutdown_grace`` seconds.
+    ``"uvloop"`` and ``"auto"`` give ``uvloop.new_event_loop`` when uvloop can be
+    imported; ``"auto"`` falls back to asyncio's loop, and ``"asyncio"`` always takes it.
+
+    Raises:
+        RuntimeError: ``"uvloop"``, and uvloop cannot be imported.
     """
-    asyncio.run(_main(config))
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError as exc:
+        if choice == "uvloop":
+            raise RuntimeError(f"--loop uvloop: uvloop cannot be imported ({exc}); install the 'uvloop' extra") from exc
+        return None
+    return uvloop.new_event_loop
+
+
+def event_loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """Which event loop *loop* is, for the start-up log: ``"uvloop 0.23.0"`` or ``"asyncio"``."""
+    package = type(loop).__module__.partition(".")[0]
+    if package == "uvloop":
+        return f"uvloop {getattr(sys.modules.get('uvloop'), '__version__', '?')}"
+    return "asyncio" if package == "asyncio" else f"{package} ({type(loop).__qualname__})"
+
+
+def run(config: ServerConfig) -> None:
+    """Run a server until SIGINT or SIGTERM (``socks-sansio serve``), then drain it, on the config's event loop.
+
+    The loop is the one ``config.event_loop`` names (:func:`event_loop_factory`):
+    uvloop's, or asyncio's own. On the signal ``/healthz`` turns 503 at once; the
+    server keeps serving for ``drain_delay`` seconds (so a balancer takes it out),
+    then stops accepting and lets tunnels finish for ``shutdown_grace`` seconds.
+
+    Raises:
+        RuntimeError: ``event_loop="uvloop"`` and uvloop cannot be imported.
+    """
+    factory = event_loop_factory(config.event_loop)
+    if factory is None:
+        asyncio.run(_main(config))
+    elif sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_main(config))
+    else:  # pragma: no cover - Python 3.10: no asyncio.Runner; uvloop.run is asyncio.run on a uvloop loop
+        import uvloop
+
+        uvloop.run(_main(config))
 
 
 async def _main(config: ServerConfig) -> None:

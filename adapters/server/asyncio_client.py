@@ -5,8 +5,9 @@ then the tunnel's record the relay protocols report to (see
 :mod:`.asyncio_relay`). It feeds the client's octets to the session as they
 arrive, writes what the session sends, starts a task only for a slow step (a
 credential check, a lookup, a dial, a listener, a UDP socket, a shared rate
-limit), enforces each operation's time bound with one timer, and hands the
-tunnel to the relay when the session says so.
+limit), enforces each operation's time bound with one timer (kept, not
+re-armed, while the next operation has the same deadline: the handshake's
+reads share one), and hands the tunnel to the relay when the session says so.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from socks_sansio import Command, Outcome, OutcomeKind, ServerSession, StartRela
 from socks_sansio import server_operations as sops
 
 from ..client import asyncio as client
-from .asyncio_relay import BindPeer, Pending, RelaySide, UdpRelay, resolve, start_splice, take_buffered
+from .asyncio_relay import BindPeer, Pending, RelaySide, UdpRelay, lookup, start_splice, take_buffered
 
 if TYPE_CHECKING:
     from .asyncio import ProxyServer
@@ -63,6 +64,7 @@ class Client(asyncio.BufferedProtocol):
         "steps",
         "task",
         "timer",
+        "timer_at",
         "transport",
         "udp",
         "upstream",
@@ -79,6 +81,7 @@ class Client(asyncio.BufferedProtocol):
         self.session: ServerSession = cast(ServerSession, None)
         self.steps: Stepper[sops.ServerOperation, Any] = cast(Stepper[sops.ServerOperation, Any], None)
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None  # the deadline self.timer enforces (None: a Pause's or the idle timer)
         self.task: asyncio.Task[Any] | None = None
         self.last = 0.0
         self.inbox = bytearray()  # client octets the session has not asked for (after its request: for the relay)
@@ -140,10 +143,7 @@ class Client(asyncio.BufferedProtocol):
 
     def _advance(self, result: object, error: BaseException | None = None) -> None:
         """Give the session the last operation's result; perform what it asks until it waits for something."""
-        self.waiting = _NOTHING
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.waiting = _NOTHING  # the timer stays until the next wait says whether its deadline still holds
         steps = self.steps
         try:
             operation = steps.send(result) if error is None else steps.throw(error)
@@ -180,7 +180,8 @@ class Client(asyncio.BufferedProtocol):
                     self.upstream = self.pending = self.keep = None
                     operation = steps.send(None)
                 elif isinstance(operation, sops.Pause):
-                    self.timer = self.loop.call_later(operation.seconds, self._advance, None)
+                    self._time_out_at(None)
+                    self.timer = self.loop.call_later(operation.seconds, self._paused)
                     return
                 elif isinstance(operation, sops.AwaitPeer):
                     if self.client_eof:
@@ -197,7 +198,13 @@ class Client(asyncio.BufferedProtocol):
             server_logger.error("error serving %s:%s", *self.session.client, exc_info=exc)
             self.finish(Outcome(OutcomeKind.INTERNAL_ERROR, type(exc).__name__))
             return
+        self._time_out_at(None)
         self._handed_over(cast(Outcome | StartRelay | StartUdpRelay, steps.value))
+
+    def _paused(self) -> None:
+        """A Pause's time is up: the session goes on."""
+        self.timer = None
+        self._advance(None)
 
     def _upstream_event(self) -> None:
         """The upstream sent something (or ended) while the session waits for it."""
@@ -215,12 +222,20 @@ class Client(asyncio.BufferedProtocol):
             self._advance(data)
 
     def _time_out_at(self, deadline: float | None) -> None:
+        """Bound the wait that starts now by *deadline* (``None``: unbounded); the timer is kept if it is the same."""
+        timer = self.timer
+        if timer is not None:
+            if deadline is not None and deadline == self.timer_at:
+                return  # e.g. the next read of the handshake: one deadline for all of them
+            timer.cancel()
+            self.timer = None
         if deadline is not None:
             self.timer = self.loop.call_at(deadline, self._expired)
+        self.timer_at = deadline
 
     def _expired(self) -> None:
         """The operation under way ran out of time: cancel its task, tell the session."""
-        self.timer = None
+        self.timer = self.timer_at = None
         task, self.task = self.task, None
         if task is not None:
             task.remove_done_callback(self._step_done)
@@ -228,15 +243,21 @@ class Client(asyncio.BufferedProtocol):
         self._advance(None, TimeoutError("the operation timed out"))
 
     def _start_step(self, operation: sops.ServerOperation) -> None:
-        """A slow step: its own task (the client paused meanwhile); a time bound when it has one."""
-        self.transport.pause_reading()
+        """A slow step: its own task; a time bound when it has one.
+
+        The client's transport keeps reading meanwhile: what it sends waits in
+        the inbox (bounded: :meth:`buffer_updated` pauses it past
+        ``buffer_size``), its EOF or its loss is noted (a lost client cancels
+        the step).
+        """
         coroutine: Coroutine[Any, Any, object]
         timeout: float | None = None
+        deadline: float | None = None
         if isinstance(operation, sops.CheckCredentials):
             coroutine = asyncio.to_thread(self.server.config.check_credentials, operation.username, operation.password)
-            self._time_out_at(operation.deadline)
+            deadline = operation.deadline
         elif isinstance(operation, sops.Resolve):
-            coroutine = resolve(operation)
+            coroutine, timeout = lookup(operation), operation.timeout  # the step's timer bounds it
         elif isinstance(operation, sops.Dial):
             coroutine, timeout = self._dial(operation.addresses), operation.timeout
         elif isinstance(operation, sops.DialUpstream):
@@ -248,8 +269,7 @@ class Client(asyncio.BufferedProtocol):
             coroutine = self.server.rate_store.admit(operation.buckets, operation.timeout)
         else:
             coroutine = self._open_datagram()
-        if timeout is not None:
-            self._time_out_at(self.loop.time() + timeout)
+        self._time_out_at(deadline if timeout is None else self.loop.time() + timeout)
         task = self.task = self.loop.create_task(coroutine)
         task.add_done_callback(self._step_done)
 
@@ -329,10 +349,8 @@ class Client(asyncio.BufferedProtocol):
                 self.transport.abort()  # refused at once: the server stays up for everyone else
             self.finish(value)
         elif isinstance(value, StartRelay):
-            early = value.early + bytes(self.inbox) if self.inbox else value.early
-            self.inbox = bytearray()
             assert self.pending is not None
-            self._start_relay(self.upstream, self.pending, early, value.client_eof or self.client_eof)
+            self._start_relay(self.upstream, self.pending, value.early, value.client_eof)
         else:
             assert self.udp is not None
             self.udp.policy = value.policy
@@ -347,7 +365,13 @@ class Client(asyncio.BufferedProtocol):
 
         This is the one place the relay starts: with splice() when :meth:`_splice`
         can (plain TCP both ways), else with the copying :class:`RelaySide` protocols.
+        The client's transport reads until then: what it sent after the session's
+        last read (the inbox) follows *early*, and its EOF counts if it came.
         """
+        if self.inbox:
+            early += bytes(self.inbox)
+            self.inbox = bytearray()
+        client_eof = client_eof or self.client_eof
         self.pending = None
         server, session = self.server, self.session
         self.last = self.loop.time()
@@ -389,6 +413,7 @@ class Client(asyncio.BufferedProtocol):
     def arm_idle(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        self.timer_at = None
         self.timer = self.loop.call_at(self.last + self.server.config.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
@@ -407,7 +432,7 @@ class Client(asyncio.BufferedProtocol):
         self.waiting = _DONE
         if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
+            self.timer = self.timer_at = None
         task, self.task = self.task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()

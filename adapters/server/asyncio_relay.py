@@ -41,6 +41,7 @@ __all__ = [
     "RelaySide",
     "SplicedTunnel",
     "UdpRelay",
+    "lookup",
     "resolve",
     "splice_now",
     "start_splice",
@@ -50,16 +51,18 @@ __all__ = [
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+async def lookup(operation: sops.Resolve) -> list[IPAddress]:
+    """A session's :class:`~socks_sansio.server_operations.Resolve`, with the loop's resolver; the caller bounds it."""
+    infos = await asyncio.get_running_loop().getaddrinfo(operation.host, operation.port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
+
+
 async def resolve(operation: sops.Resolve) -> list[IPAddress]:
-    """A session's :class:`~socks_sansio.server_operations.Resolve`, with the loop's resolver, within its timeout."""
-    loop = asyncio.get_running_loop()
+    """:func:`lookup` within the operation's timeout (a ``TimeoutError`` when it passes)."""
     try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(operation.host, operation.port, type=socket.SOCK_STREAM), operation.timeout
-        )
+        return await asyncio.wait_for(lookup(operation), operation.timeout)
     except asyncio.TimeoutError as exc:  # not yet the builtin TimeoutError on Python 3.10
         raise TimeoutError("name resolution timed out") from exc
-    return [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
 
 
 class Pending(asyncio.Protocol):

@@ -56,6 +56,12 @@ Ownership, for an owner holding asyncio transports (the server):
   A descriptor is therefore closed exactly once, by the object that opened it;
   ``shutdown(SHUT_WR)`` acts on the socket, so it reaches the transport's
   descriptor too, as ``write_eof`` would.
+* uvloop works too, with one difference the relay makes up for: when a
+  socket has an error (``EPOLLERR``, e.g. the peer reset it), libuv runs the
+  descriptor's reader and writer once and then stops watching it. A read that
+  still found bytes queued before the reset would then wait forever, so on
+  uvloop a read that moved bytes also asks ``SO_ERROR`` (one ``getsockopt``) and
+  ends the tunnel with that error.
 * TLS cannot be spliced: the bytes must go through the TLS object. asyncio
   transports with TLS hand out the raw TCP socket as ``"socket"``, so the owner
   checks ``get_extra_info("sslcontext") is None`` as well as :meth:`available`.
@@ -243,6 +249,8 @@ class SpliceRelay:
         self._attached = True
         self._dirs = (_Direction(0, client, target), _Direction(1, target, client))
         self._started = self._stopped = False
+        # uvloop stops watching a descriptor once it reported an error: see the module docstring.
+        self._check_errors = type(loop).__module__.partition(".")[0] == "uvloop"
         done.add_done_callback(lambda _: self.close())
 
     @staticmethod
@@ -273,7 +281,9 @@ class SpliceRelay:
         sock = transport.get_extra_info("socket")
         if not SpliceRelay.available(sock) or transport.get_extra_info("sslcontext") is not None:
             return None
-        if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size():
+        # Duck-typed: uvloop's transports have the methods but do not derive from asyncio.WriteTransport.
+        buffered = getattr(transport, "get_write_buffer_size", None)
+        if buffered is None or buffered():
             return None
         return sock  # type: ignore[no-any-return]
 
@@ -366,15 +376,26 @@ class SpliceRelay:
             moved = os.splice(d.src, d.pipe[1], d.pipe[2], flags=_FLAGS)
         except BlockingIOError:  # woken up for nothing; the pipe is empty, so not because it is full
             self._give_back(d)
+            if self._check_errors:
+                self._check_socket_error(d.src)
             return
         except OSError as exc:
             self._fail(exc)
             return
         if moved:
             d.in_pipe += moved
+            if self._check_errors and self._check_socket_error(d.src):
+                return
         else:
             d.eof = True
         self._flush(d)
+
+    def _check_socket_error(self, fd: int) -> bool:
+        """Fail with the socket's pending error, if it has one (a loop that stops watching it, see above)."""
+        error = self._socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            self._fail(OSError(error, os.strerror(error)))  # ConnectionResetError for ECONNRESET
+        return bool(error)
 
     def _flush(self, d: _Direction) -> None:
         """Deliver the early bytes, then the pipe; then pass EOF on or wait for what comes next."""

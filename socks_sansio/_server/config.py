@@ -30,6 +30,13 @@ __all__ = ["METRICS_EXTRA", "ServerConfig", "listen_address"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 METRICS_EXTRA: Final = "metrics need the 'metrics' extra: pip install 'socks-sansio[metrics]' (prometheus-client)"
+UVLOOP_EXTRA: Final = (
+    "--loop uvloop needs the 'uvloop' extra (Linux and macOS): pip install 'socks-sansio[uvloop]'; "
+    "--loop auto takes uvloop when it is installed and asyncio's own loop otherwise"
+)
+EVENT_LOOPS: Final = ("auto", "asyncio", "uvloop")
+"""The values of :attr:`ServerConfig.event_loop` (``--loop``)."""
+EventLoopName = Literal["auto", "asyncio", "uvloop"]
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -84,6 +91,11 @@ class ServerConfig:
     draining; also on ``metrics_listen``); on SIGTERM the server keeps serving
     ``drain_delay`` seconds with ``/healthz`` at 503, so a balancer takes it out
     first, then stops accepting and drains for ``shutdown_grace``.
+    ``event_loop`` is the event loop ``socks-sansio serve`` runs the asyncio
+    server on (``--loop``): ``uvloop`` (the ``uvloop`` extra), ``asyncio``
+    (the standard library's), or ``auto`` (uvloop when it is installed, else
+    asyncio's); ``ProxyServer`` itself runs on whatever loop runs it, and
+    the trio backend takes ``auto`` only.
 
     Raises:
         ValueError: listening beyond loopback with no authentication and without
@@ -91,7 +103,8 @@ class ServerConfig:
             listeners without both certificate and key (or those without TLS
             listeners), per-user rate limits or exempt users without a user list,
             or a metrics address that is not loopback (without ``allow_remote_metrics``),
-            is combined with ``reuse_port`` (several processes), or lacks the extra.
+            is combined with ``reuse_port`` (several processes), or lacks the extra;
+            an ``event_loop`` other than auto, asyncio or uvloop, or ``uvloop`` without uvloop installed.
     """
 
     listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 1080),)
@@ -129,6 +142,7 @@ class ServerConfig:
     rate_store_timeout: float = 0.25
     health_listen: tuple[str, int] | None = None
     drain_delay: float = 0.0
+    event_loop: EventLoopName = "auto"
 
     def __attrs_post_init__(self) -> None:
         if not self.listen and not self.tls_listen:
@@ -155,6 +169,10 @@ class ServerConfig:
         if self.metrics_listen is not None:
             self._check_metrics_listen(*self.metrics_listen)
         self._check_rate_store()
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValueError(f"--loop takes auto, asyncio or uvloop, not {self.event_loop!r}")
+        if self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError(UVLOOP_EXTRA)
 
     def _check_rate_store(self) -> None:
         if self.rate_store_fail not in ("open", "closed"):

@@ -47,7 +47,7 @@ import attrs
 from .._address import Address
 from .._errors import LocalProtocolError
 
-__all__ = ["AccessPolicy", "AccessRule", "UserDatabase", "is_private"]
+__all__ = ["AccessPolicy", "AccessRule", "UserDatabase", "ip_literal", "is_private"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -293,6 +293,27 @@ def _port_range(text: str, rule: str) -> tuple[int, int]:
     if not (low.isdigit() and (not dash or high.isdigit())):
         raise LocalProtocolError(f"rule {rule!r}: bad port {text!r} (use N or N-M)")
     return int(low), int(high if dash else low)
+
+
+_IPS: dict[str, IPAddress] = {}
+_IPS_MAX: Final = 4096
+
+
+def ip_literal(host: str) -> IPAddress:
+    """*host*, an IP literal a runner reported (a client's or a socket's address), parsed once per distinct text.
+
+    Those addresses recur, parsing is what costs and the values are immutable;
+    the cache is bounded (emptied when full).
+
+    Raises:
+        ValueError: *host* is not an IP literal.
+    """
+    found = _IPS.get(host)
+    if found is None:
+        if len(_IPS) >= _IPS_MAX:
+            _IPS.clear()
+        found = _IPS[host] = ipaddress.ip_address(host)
+    return found
 
 
 def is_private(address: IPAddress) -> bool:

@@ -30,7 +30,6 @@ charges the byte rate limits and says how long a relay direction must pause.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
@@ -74,6 +73,7 @@ from .outcome import (
     format_tunnel,
     upstream_failure,
 )
+from .policy import ip_literal
 from .ratelimit import RateLimits
 from .shared_limits import StoreOutage, tunnel_buckets
 from .udp import UdpRelayPolicy
@@ -95,10 +95,6 @@ def _speaks_http(first: bytes) -> bool:
 
 
 Steps = Generator[ServerOperation, Any, "Outcome | StartRelay | StartUdpRelay"]
-
-
-def _ip(host: str) -> IPAddress:
-    return ipaddress.ip_address(host.partition("%")[0])
 
 
 @final
@@ -154,7 +150,7 @@ class ServerSession:
     ) -> None:
         self.config = config
         self.client = client
-        self.client_ip: IPAddress = _ip(client[0])
+        self.client_ip: IPAddress = ip_literal(client[0].partition("%")[0])
         self._stats = stats
         self._limiter = limiter
         self._metrics = metrics
@@ -188,7 +184,7 @@ class ServerSession:
         config = self.config
         if self._stats.active > config.max_clients:
             return Outcome(OutcomeKind.BUSY)
-        balancer = any(self.client_ip in network for network in config.proxy_protocol_from)
+        balancer = bool(config.proxy_protocol_from) and any(self.client_ip in n for n in config.proxy_protocol_from)
         first = b""
         if balancer:  # the balancer's header first: its source is the client from now on
             header = yield from read_proxy_header(self)
@@ -266,6 +262,9 @@ class ServerSession:
         """
         config = self.config
         if config.rate_store is None:
+            limits = config.rate_limits
+            if limits.tunnels_per_user is None and limits.tunnels_per_client is None:
+                return None  # what the limiter would answer, without asking it
             wait = self._limiter.admit_tunnel(self.user, self.client_ip, self._clock())
         else:
             buckets = tunnel_buckets(config.rate_limits, self.user, self.client_ip)
@@ -307,7 +306,7 @@ class ServerSession:
                 yield Send(out)
             if event is NEED_DATA or event is PAUSED:
                 if handshake.must_close:
-                    return Outcome(OutcomeKind.REFUSED)
+                    return Outcome(OutcomeKind.REFUSED, handshake.refusal or "")
                 try:
                     handshake.receive_data((yield receive))
                 except TimeoutError:
@@ -349,7 +348,11 @@ class ServerSession:
         """The success reply naming *address*; BIND's second one with *bind_peer*."""
         handshake = self.handshake
         assert handshake is not None
-        bound = Address(address[0], address[1])
+        try:
+            host: IPAddress | str = ip_literal(address[0])  # a socket's address: an IP literal
+        except ValueError:
+            host = address[0]
+        bound = Address(host, address[1])
         if bind_peer:
             handshake.bind_connected(bound)
         else:
@@ -373,8 +376,8 @@ class ServerSession:
                 found: list[IPAddress] = yield Resolve(target.host_str, target.port, self.config.connect_timeout)
             except (OSError, UnicodeError, TimeoutError) as exc:  # UnicodeError: a name the IDNA codec refuses
                 return Outcome(OutcomeKind.RESOLVE_FAILED, type(exc).__name__)
-        else:
-            found = [host]
+        else:  # an IP literal is its only address, and the check above was the check with it
+            return ((host, target.port),)
         allowed = []
         for address in dict.fromkeys(found):
             denied = policy.check(client_ip, target, address)

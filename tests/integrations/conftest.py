@@ -4,7 +4,7 @@ Origins: :class:`CountingOrigin`, an ``http.server`` in a thread (plain HTTP or
 HTTPS with the trustme CA of :class:`tests.adapters.servers.TLSFiles`) that
 counts the TCP connections it accepted, so keep-alive reuse is a number.
 
-Proxies: ``socks-sansio serve`` in this process (``in_process_proxy`` from
+Proxies: ``socks-sansio serve`` in this process (``in_process_servers`` from
 tests/server/conftest.py: the asyncio ``ProxyServer`` on its own loop in a
 thread), plain, with a password, or listening inside TLS (an ``https://``
 proxy); and the real third-party peers of tests/peer_servers.py (Dante,
@@ -28,7 +28,7 @@ import pytest
 from socks_sansio import UserDatabase
 from tests.adapters.servers import TIMEOUT, TLSFiles
 from tests.peer_servers import PeerServer, dante_server, microsocks_server, tinyproxy_server
-from tests.server.conftest import HOST, PASSWORD, USER, InProcessProxy, closed_port, in_process_proxy
+from tests.server.conftest import HOST, PASSWORD, USER, InProcessProxy, closed_port, in_process_servers
 
 __all__ = [
     "HOST",
@@ -37,7 +37,6 @@ __all__ = [
     "CountingOrigin",
     "ProxyFactory",
     "closed_port",
-    "in_process_proxy",
     "tls_in_tls",
     "url_of",
 ]
@@ -135,9 +134,14 @@ def http_origin() -> Iterator[CountingOrigin]:
 
 
 @pytest.fixture
-def serve(in_process_proxy: ProxyFactory) -> ProxyFactory:
-    """``serve(**ServerConfig fields)``: ``socks-sansio serve`` in this process (closed after the test)."""
-    return in_process_proxy
+def serve() -> Iterator[ProxyFactory]:
+    """``serve(**ServerConfig fields)``: ``socks-sansio serve`` in this process (closed after the test).
+
+    On one event loop (asyncio's, or ``SOCKS_SANSIO_TEST_LOOP``): the server's loops are the server
+    tests' concern, and these tests pick their proxy by name at run time (``getfixturevalue``).
+    """
+    with in_process_servers("auto") as start:
+        yield start
 
 
 @pytest.fixture

@@ -2,7 +2,12 @@
 
 Strategy. The server under test is the real command, ``python -m socks_sansio
 serve``, run as a subprocess on 127.0.0.1 port 0 with ``--backend asyncio`` or
-``--backend trio``. Its stderr (the "listening on HOST:PORT" line and the log)
+``--backend trio``; the "backends" of these fixtures are ``asyncio`` (pinned to
+asyncio's own loop, ``--loop asyncio``, whether uvloop is installed or not),
+``uvloop`` (``--backend asyncio --loop uvloop``, see tests/server/test_uvloop.py)
+and ``trio`` (:data:`BACKEND_FLAGS`). ``SOCKS_SANSIO_TEST_LOOP=uvloop`` in the
+environment runs the ``asyncio`` ones on uvloop too, to try the whole suite
+there. Its stderr (the "listening on HOST:PORT" line and the log)
 goes to a file, which is polled (bounded) for the bound port and, by tests, for
 the per-connection log lines. On teardown the process gets SIGTERM and must
 exit with status 0 within :data:`STOP_TIMEOUT`, with no traceback in its log;
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import importlib.util
 import ipaddress
 import os
 import re
@@ -49,7 +55,7 @@ from typing import Any, TypeVar
 import pytest
 
 from socks_sansio import ServerConfig
-from socks_sansio.adapters.server.asyncio import ProxyServer
+from socks_sansio.adapters.server.asyncio import ProxyServer, event_loop_factory
 from tests.adapters.servers import ThreadedServer, echo_server, recv_exactly
 from tests.peer_servers import require_binary
 
@@ -61,6 +67,12 @@ UDP_TIMEOUT = 2.0
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 BACKENDS = ("asyncio", "trio")
+BACKEND_FLAGS = {
+    "asyncio": ("--backend", "asyncio", "--loop", os.environ.get("SOCKS_SANSIO_TEST_LOOP") or "asyncio"),
+    "uvloop": ("--backend", "asyncio", "--loop", "uvloop"),
+    "trio": ("--backend", "trio"),
+}
+"""The flags each fixture backend name stands for."""
 USER = "alice"
 PASSWORD = "s3cret"
 
@@ -86,7 +98,7 @@ class ProxyProcess:
         self.args = tuple(args)
         self.signalled = False
         listen_args = ["--listen", f"{HOST}:0"] if listen else []
-        self.argv = [sys.executable, "-m", "socks_sansio", "serve", *listen_args, "--backend", backend, *args]
+        self.argv = [sys.executable, "-m", "socks_sansio", "serve", *listen_args, *BACKEND_FLAGS[backend], *args]
         self.log_path = workdir / f"serve-{backend}-{ProxyProcess._count}.log"
         self.port = 0
         self.addresses: list[tuple[str, int]] = []
@@ -356,10 +368,18 @@ def auth_proxy(server_pool: ServerPool) -> ProxyProcess:
 
 
 class InProcessProxy:
-    """The asyncio :class:`ProxyServer` on its own event loop in a thread (to read its counters)."""
+    """The asyncio :class:`ProxyServer` on its own event loop in a thread (to read its counters).
+
+    The loop is the one ``config.event_loop`` names (``"asyncio"`` or
+    ``"uvloop"``), as ``socks-sansio serve`` would run it; ``"auto"`` here is
+    asyncio's own (``SOCKS_SANSIO_TEST_LOOP`` in the environment may say otherwise).
+    """
 
     def __init__(self, config: ServerConfig) -> None:
-        self.loop = asyncio.new_event_loop()
+        choice = config.event_loop
+        if choice == "auto":
+            choice = os.environ.get("SOCKS_SANSIO_TEST_LOOP") or "asyncio"
+        self.loop = (event_loop_factory(choice) or asyncio.new_event_loop)()
         self.thread = threading.Thread(target=self.loop.run_forever, name="in-process-proxy", daemon=True)
         self.thread.start()
         self.server = ProxyServer(config)
@@ -402,13 +422,25 @@ class InProcessProxy:
             self.loop.close()
 
 
-@pytest.fixture
-def in_process_proxy() -> Iterator[Callable[..., InProcessProxy]]:
-    """``in_process_proxy(**ServerConfig fields)``: an asyncio server in a thread, closed afterwards."""
+_NO_UVLOOP = importlib.util.find_spec("uvloop") is None and not os.environ.get("CI")
+LOOPS = (
+    "asyncio",
+    pytest.param("uvloop", marks=pytest.mark.skipif(_NO_UVLOOP, reason="uvloop is not installed (the 'uvloop' extra)")),
+)
+"""The event loops the in-process asyncio server runs on (under ``CI`` a missing uvloop fails, it is not skipped)."""
+ALL_BACKENDS = (*BACKENDS, LOOPS[1])
+"""``backend`` values for a test that should also run the subprocess server on uvloop (parametrize with it)."""
+
+
+@contextlib.contextmanager
+def in_process_servers(loop: str) -> Iterator[Callable[..., InProcessProxy]]:
+    """``start(**ServerConfig fields)`` for asyncio servers in threads on *loop* (``event_loop=`` overrides it),
+    every one closed when the block ends."""
     running: list[InProcessProxy] = []
 
     def start(**fields: Any) -> InProcessProxy:
         fields.setdefault("listen", ((HOST, 0),))
+        fields.setdefault("event_loop", loop)
         server = InProcessProxy(ServerConfig(**fields))
         running.append(server)
         return server
@@ -418,6 +450,17 @@ def in_process_proxy() -> Iterator[Callable[..., InProcessProxy]]:
     finally:
         for server in running:
             server.close()
+
+
+@pytest.fixture(params=LOOPS)
+def in_process_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[..., InProcessProxy]]:
+    """``in_process_proxy(**ServerConfig fields)``: an asyncio server in a thread, closed afterwards.
+
+    Parametrized over the event loops (:data:`LOOPS`): each test runs on asyncio's own loop and on uvloop's
+    (in process, so the second run costs no interpreter start). ``event_loop=`` picks one loop instead.
+    """
+    with in_process_servers(str(request.param)) as start:
+        yield start
 
 
 # ------------------------------------------------------------------ targets

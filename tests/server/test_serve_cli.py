@@ -53,7 +53,8 @@ def run_serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[
     )
 
 
-def run_connect(proxies: list[str], port: int, data: bytes, *flags: str) -> subprocess.CompletedProcess[bytes]:
+def run_connect(proxies: list[str], port: int, data: bytes, *flags: str,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """``socks-sansio connect --proxy P... [FLAGS] 127.0.0.1 PORT`` with *data* on stdin (then closed)."""
     proxy_args = [arg for url in proxies for arg in ("--proxy", url)]
     return subprocess.run(
@@ -63,7 +64,15 @@ def run_connect(proxies: list[str], port: int, data: bytes, *flags: str) -> subp
         capture_output=True,
         timeout=30,
         check=False,
+        env=env,
     )
+
+
+def _environment(**variables: str) -> dict[str, str]:
+    """This process's environment without any proxy variable, plus *variables*."""
+    names = {"all_proxy", "http_proxy", "https_proxy", "no_proxy"}
+    env = {name: value for name, value in os.environ.items() if name.lower() not in names}
+    return {**env, **variables}
 
 
 # ------------------------------------------------------------------ refused at start-up
@@ -332,3 +341,42 @@ def test_connect_half_closes_at_the_end_of_stdin_unless_no_shutdown(
         target.close()
     assert result.returncode == 0, result.stderr
     assert result.stdout == seen, "the target saw an EOF" if seen == b"OPEN\n" else "the target saw no EOF"
+
+
+def test_connect_takes_the_proxy_from_all_proxy(proxy: ProxyProcess, echo: ThreadedServer) -> None:
+    data = b"through ALL_PROXY\n"
+    result = run_connect([], echo.port, data, env=_environment(ALL_PROXY=proxy.url("socks5h")))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+    # NO_PROXY names the target: connected directly, so the dead proxy is never tried.
+    dead = f"socks5h://{HOST}:{closed_port()}"
+    result = run_connect([], echo.port, data, env=_environment(all_proxy=dead, NO_PROXY=HOST))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+    result = run_connect([], echo.port, data, env=_environment())
+    assert result.returncode == 2
+    assert result.stderr == b"socks-sansio connect: no proxy: give --proxy URL or set ALL_PROXY\n"
+    result = run_connect([], echo.port, data, env=_environment(ALL_PROXY="socks9://x:1"))
+    assert result.returncode == 2 and b"ALL_PROXY" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_connect_stops_quietly_when_its_reader_goes_away(proxy: ProxyProcess, echo: ThreadedServer) -> None:
+    """``socks-sansio connect ... | head -c 10``: the reader closes the pipe early; no BrokenPipeError traceback."""
+    command = [sys.executable, "-m", "socks_sansio", "connect", "--timeout", str(TIMEOUT), "--proxy",
+               proxy.url("socks5h"), HOST, str(echo.port)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(b"x" * 4096)  # echoed back: more than the reader takes
+        proc.stdin.flush()
+        assert proc.stdout.read(10) == b"x" * 10
+        proc.stdout.close()  # as head does once it has its ten octets
+        proc.stdin.write(b"y" * 65536)  # the echo now writes into a closed pipe
+        proc.stdin.close()
+        try:
+            status = proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        errors = proc.stderr.read()
+    assert b"Traceback" not in errors and b"BrokenPipe" not in errors, errors.decode()
+    assert status == 0

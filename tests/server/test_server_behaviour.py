@@ -24,6 +24,7 @@ from tests.adapters.servers import ThreadedServer, echo_server, recv_exactly
 from tests.peer_servers import free_port
 
 from .conftest import (
+    ALL_BACKENDS,
     HOST,
     PASSWORD,
     TIMEOUT,
@@ -314,6 +315,7 @@ def test_max_clients_refuses_then_recovers(start_proxy: ProxyFactory, echo: Thre
 # ------------------------------------------------------------------ shutdown
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS, indirect=True)
 def test_sigterm_drains_open_tunnels(start_proxy: ProxyFactory, echo: ThreadedServer) -> None:
     """After SIGTERM: no new clients, the open tunnel keeps working, and the process exits 0 once it ends."""
     server = start_proxy("--shutdown-grace", "30")
