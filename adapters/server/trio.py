@@ -2,8 +2,12 @@
 
 Strategy: every decision about a client is its :class:`~socks_sansio.ServerSession`'s;
 each client runs in a task of its own that performs the session's operations
-(:class:`~.trio_relay.Connection`) and then relays (:class:`~.trio_relay.Pump`,
-:func:`~.trio_relay.relay_datagrams`).
+(:class:`~.trio_relay.Connection`) and then relays. A tunnel between two
+plain TCP streams goes to the server's one :class:`~.trio_hub.RelayHub` (on
+Linux): one task relays all of them, so an idle tunnel costs two sockets and
+no task, and its client's task ends there. TLS tunnels, and every tunnel where
+the hub is not supported, are relayed by a :class:`~.trio_relay.Pump` per
+direction; UDP by :func:`~.trio_relay.relay_datagrams`.
 
 Structure, the trio way: :meth:`TrioProxyServer.serve` owns one nursery for
 the client tasks and, inside it, a cancel scope around the accept loops.
@@ -36,6 +40,7 @@ import trio
 
 from socks_sansio import (
     Address,
+    Command,
     Outcome,
     OutcomeKind,
     ServerConfig,
@@ -49,6 +54,7 @@ from socks_sansio import (
 from .health import StatusEndpoint
 from .metrics import Metrics, NullMetrics, start_health, start_metrics
 from .tls import server_ssl_context, upstream_ssl_context
+from .trio_hub import RelayHub
 from .trio_relay import READ, STREAM_ERRORS, Connection, Pump, error_name, receive, relay_datagrams
 
 __all__ = ["TrioProxyServer", "run"]
@@ -98,6 +104,8 @@ class TrioProxyServer:
         self._client_left = trio.Event()
         self._stopped = trio.Event()
         self._started = False
+        # Plain-TCP tunnels, relayed by one task (Linux); None: every tunnel is relayed by a Pump.
+        self._hub: RelayHub | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -181,6 +189,13 @@ class TrioProxyServer:
             async with trio.open_nursery() as clients:
                 if self.config.stats_interval > 0:
                     clients.start_soon(self._log_stats)
+                if RelayHub.supported():
+                    config = self.config
+                    splice = config.splice and not config.byte_limits  # byte limits are charged by copying
+                    self._hub = RelayHub(
+                        config.buffer_size, config.idle_timeout, splice_after=config.splice_after if splice else None
+                    )
+                    clients.start_soon(self._hub.run)
                 self.accepting = True
                 task_status.started(list(self.addresses))  # listening already: early clients wait in the backlog
                 with self._accepting:
@@ -263,6 +278,7 @@ class TrioProxyServer:
         io = Connection(stream, connection, credentials=self.config.check_credentials, upstream_ssl=self._upstream_ssl)
         secured = False  # a TLS session is up: close it with close_notify
         outcome: Outcome | None = None
+        handed = False  # the hub relays the tunnel: it closes the sockets and finishes the session
         try:
             if isinstance(stream, trio.SSLStream):
                 with trio.move_on_at(session.negotiation_deadline):
@@ -272,6 +288,7 @@ class TrioProxyServer:
                 outcome = Outcome(OutcomeKind.NEGOTIATION_TIMEOUT)
             else:
                 outcome = await self._serve(session, io)
+                handed = outcome is None
         except STREAM_ERRORS as exc:
             outcome = Outcome(OutcomeKind.CONNECTION_ERROR, error_name(exc))
         except Exception as exc:  # a bug must not take the whole server down
@@ -279,21 +296,26 @@ class TrioProxyServer:
             server_logger.exception("internal error serving %s:%s", *session.client)
         finally:
             io.close()
-            try:
-                if outcome is not None and secured:
-                    with trio.move_on_after(_TLS_CLOSE_TIMEOUT), contextlib.suppress(*STREAM_ERRORS):
-                        await stream.aclose()  # sends close_notify (at once when the session broke)
-            finally:
-                # Closed without an await: under a cancelled scope any checkpoint here would
-                # raise Cancelled and skip the bookkeeping below.
-                connection.socket.close()
-                if io.upstream is not None:
-                    _close_now(io.upstream)
-                session.finish(outcome or Outcome(OutcomeKind.CANCELLED))  # None: the server is stopping
-                self._client_left.set()
+            if not handed:
+                try:
+                    if outcome is not None and secured:
+                        with trio.move_on_after(_TLS_CLOSE_TIMEOUT), contextlib.suppress(*STREAM_ERRORS):
+                            await stream.aclose()  # sends close_notify (at once when the session broke)
+                finally:
+                    # Closed without an await: under a cancelled scope any checkpoint here would
+                    # raise Cancelled and skip the bookkeeping below.
+                    connection.socket.close()
+                    if io.upstream is not None:
+                        _close_now(io.upstream)
+                    self._ended(session, outcome or Outcome(OutcomeKind.CANCELLED))  # None: the server is stopping
 
-    async def _serve(self, session: ServerSession, io: Connection) -> Outcome:
-        """The session's steps, then what it hands over: the relay, or the UDP association."""
+    def _ended(self, session: ServerSession, outcome: Outcome) -> None:
+        """A client is done (its sockets closed): count, report and log *outcome*."""
+        session.finish(outcome)
+        self._client_left.set()
+
+    async def _serve(self, session: ServerSession, io: Connection) -> Outcome | None:
+        """The session's steps, then what it hands over: the relay (``None``: the hub took it), or UDP."""
         handed = await io.run(session)
         if isinstance(handed, Outcome):
             return handed
@@ -307,8 +329,32 @@ class TrioProxyServer:
 
     async def _relay(
         self, session: ServerSession, client: trio.abc.Stream, upstream: trio.abc.Stream, early: bytes, eof: bool
-    ) -> Outcome:
-        """Relay until both directions ended, an error, or the idle time-out; always closes *upstream*."""
+    ) -> Outcome | None:
+        """Relay until both directions ended, an error, or the idle time-out; always closes *upstream*.
+
+        A tunnel between two plain TCP streams goes to the hub once the early
+        octets are out: then the hub closes both streams and reports the
+        outcome, and this returns ``None``.
+        """
+        hub = self._hub
+        if hub is not None and type(client) is trio.SocketStream and type(upstream) is trio.SocketStream:
+            try:
+                pause = 0.0
+                if early:
+                    await upstream.send_all(early)
+                    pause = session.moved(True, len(early), trio.current_time())
+                if eof:
+                    with contextlib.suppress(*STREAM_ERRORS):
+                        await upstream.send_eof()
+                request = session.request
+                splice = request is not None and request.command is Command.CONNECT
+                if hub.add(session, client, upstream, on_end=self._ended, client_eof=eof, pause=pause, splice=splice):
+                    return None
+            except BaseException:
+                await trio.aclose_forcefully(upstream)
+                raise
+            await trio.aclose_forcefully(upstream)
+            return Outcome(OutcomeKind.CANCELLED)  # the hub has stopped: so is the server
         half_close = isinstance(client, trio.abc.HalfCloseableStream) and isinstance(
             upstream, trio.abc.HalfCloseableStream
         )
