@@ -62,6 +62,13 @@ CHUNK = 1 << 20
 OURS_ARGV = (sys.executable, "-m", "socks_sansio", "serve", "--listen", f"{HOST}:0", "--max-clients", "10000",
              "--log-level", "warning", "--idle-timeout", "600", "--shutdown-grace", "0.5", "--backend")
 
+# Our server as each benchmark name runs it: the backend and, for asyncio, the event loop.
+OURS_LOOPS: dict[str, tuple[str, ...]] = {
+    "ours-asyncio": ("asyncio", "--loop", "asyncio"),
+    "ours-uvloop": ("asyncio", "--loop", "uvloop"),
+    "ours-trio": ("trio",),
+}
+
 # Extra proxies by name: (argv, announces_port). A runner script may add prototypes here.
 CUSTOM: dict[str, tuple[list[str], bool]] = {}
 
@@ -70,10 +77,20 @@ def proxy_argv(name: str) -> tuple[list[str], bool]:
     """(argv, announces_port) for proxy *name*; argv may contain ``{port}``."""
     if name in CUSTOM:
         return CUSTOM[name]
-    if name.startswith("ours-"):
-        return [*OURS_ARGV, name.removeprefix("ours-")], True
-    if name == "pproxy":
-        return [sys.executable, "-m", "pproxy", "-l", f"socks5://{HOST}:{{port}}"], False
+    if name in OURS_LOOPS:
+        return [*OURS_ARGV, *OURS_LOOPS[name]], True
+    if name in ("pproxy-uvloop", "pproxy-asyncio"):
+        # pproxy calls uvloop.install() whenever it can import uvloop, then asyncio.get_event_loop(), which
+        # uvloop 0.21+ refuses without a current loop: so pproxy-uvloop gets its loop set first (and the
+        # install it asks for is already done); for pproxy-asyncio, None in sys.modules makes the import fail.
+        if name == "pproxy-asyncio":
+            block = "import sys; sys.modules['uvloop'] = None; "
+        else:
+            block = ("import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+                     "asyncio.set_event_loop(uvloop.new_event_loop()); uvloop.install = lambda: None; ")
+        run = f"{block}import sys, pproxy.server; sys.argv = ['pproxy', '-l', 'socks5://{HOST}:{{port}}']; " \
+            "pproxy.server.main()"
+        return [sys.executable, "-c", run], False
     if name == "microsocks":
         binary = shutil.which("microsocks") or "microsocks"
         return [binary, "-i", HOST, "-p", "{port}", "-b", HOST], False
@@ -86,11 +103,16 @@ def proxy_available(name: str) -> str | None:
         return None
     if name == "microsocks" and shutil.which("microsocks") is None:
         return "microsocks is not installed (Debian package 'microsocks')"
-    if name == "pproxy":
+    if name.startswith("pproxy-"):
         import importlib.util
 
         if importlib.util.find_spec("pproxy") is None:
             return "pproxy is not installed"
+    if name.endswith("-uvloop"):
+        import importlib.util
+
+        if importlib.util.find_spec("uvloop") is None:
+            return "uvloop is not installed"
     if name == "ours-trio":
         import importlib.util
 
