@@ -16,6 +16,7 @@ character: ASCII names and labels are kept as typed (case and ``_`` included).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Final, final
 
@@ -37,14 +38,22 @@ _MAX_DOMAIN: Final = 255
 _FORBIDDEN_IN_DOMAIN: Final = frozenset(range(0x21)) | {0x7F}
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip_literal(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address *value* spells, or ``None``; cached (both are immutable): clients name the same hosts again."""
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
 def _to_host(value: object) -> Host:
     # Converts and checks in one call (the fields have converters, no validators).
     if isinstance(value, str):
         if ":" in value or value[-1:].isdigit():  # only these can be IP literals: skip two ValueErrors
-            try:
-                return ipaddress.ip_address(value)
-            except ValueError:
-                pass
+            literal = _ip_literal(value)
+            if literal is not None:
+                return literal
         if value.isascii():
             return _domain(value.encode("ascii"))
         # UTS #46 + IDNA 2008 (see _idna). Mapping turns e.g. fullwidth digits into

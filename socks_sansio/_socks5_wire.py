@@ -203,21 +203,23 @@ def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
     if buf and buf[0] != SOCKS5_VERSION:
         raise _bad_version(buf, "the reply", None)
     have = len(buf)
+    # Ask for VER REP RSV ATYP and the address's first octet at once: every whole
+    # reply is longer (8 octets at least), and those five give its exact length.
     if have < 2:
-        return 2
+        return 5
     code = buf[1]
     if code == _SUCCEEDED:
         if have >= 3 and buf[2] != 0:
             raise RemoteProtocolError(f"reserved octet of the reply is 0x{buf[2]:02x}, must be 0x00")
         if have < 3:
-            return 4
+            return 5
         parsed = parse_address(buf, 3)
         if isinstance(parsed, int):
             return parsed
         return parsed_reply(code, parsed[0]), parsed[1]
     # A failure: the code is known already; the rest only has to be skipped.
     try:
-        parsed = parse_address(buf, 3) if have >= 3 else 4
+        parsed = parse_address(buf, 3) if have >= 3 else 5
     except RemoteProtocolError:
         # Bad ATYP or address: consume VER REP RSV ATYP (a fixed length, so what is
         # left in trailing_data does not depend on how the bytes were split).

@@ -122,6 +122,19 @@ def test_reads_never_ask_for_more_than_the_reply_needs() -> None:
     assert sum(asked[1:]) <= len(REPLY_OK)
 
 
+def test_a_whole_socks5_connect_is_six_operations() -> None:
+    # Dial, greeting, method selection, request, and the reply in two reads
+    # (VER REP RSV ATYP with the address's first octet, then the rest): each
+    # operation is a system call or two in every runner.
+    plan = ConnectPlan.for_call("127.0.0.1", 443, proxy="socks5://127.0.0.1:1080")
+    network = Network([METHOD_NO_AUTH, REPLY_OK])
+    stepper = Stepper(plan.run())
+    handshake = stepper.run(network.perform)
+    assert stepper.done and stepper.value is handshake and handshake.established
+    assert network.kinds() == ["Dial", "Send", "Receive", "Send", "Receive", "Receive"]
+    assert [op.max_bytes for op in network.seen if isinstance(op, ops.Receive)] == [2, 5, 5]
+
+
 def test_socks5_scheme_resolves_here_and_socks4_asks_for_ipv4() -> None:
     plan = ConnectPlan.for_call("example.com", 80, proxy="socks4://127.0.0.1:1080")
     network = Network([b"\x00\x5a\x00\x00\x00\x00\x00\x00"])

@@ -478,6 +478,28 @@ def test_read_size_hint_never_reads_past_the_reply() -> None:
     assert client.read_size_hint == 0
 
 
+@pytest.mark.parametrize(
+    ("reply", "reads"),
+    [
+        (b"\x05\x00\x00\x01\x7f\x00\x00\x01\x1f\x90", [5, 5]),
+        (b"\x05\x00\x00\x04" + bytes(15) + b"\x01\x1f\x90", [5, 17]),
+        (b"\x05\x00\x00\x03\x01a\x00\x50", [5, 3]),
+        (b"\x05\x04\x00\x01\x00\x00\x00\x00\x00\x00", [5, 5]),
+    ],
+)
+def test_a_whole_reply_takes_two_reads(reply: bytes, reads: list[int]) -> None:
+    # The first read takes VER REP RSV ATYP and the address's first octet
+    # (fewer than the shortest whole reply), which give the exact rest.
+    client = client_at(S.AWAIT_REPLY)
+    hints = []
+    while client.state is S.AWAIT_REPLY:
+        hints.append(client.read_size_hint)
+        client.receive_data(reply[sum(hints[:-1]) : sum(hints)])
+        events_of(client)
+    assert hints == reads
+    assert client.trailing_data == (b"", False)
+
+
 def test_read_size_hint_is_zero_on_our_turn() -> None:
     assert Socks5Connection(CLIENT).read_size_hint == 0
     assert Socks5Connection(SERVER).read_size_hint == 2

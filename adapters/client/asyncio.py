@@ -262,7 +262,8 @@ async def open_tunnel(
             :func:`ssl.create_default_context`).
         trust_env: without *proxy*, take it from ``ALL_PROXY`` / ``HTTPS_PROXY``
             / ``HTTP_PROXY`` / ``NO_PROXY`` (the ``https`` scheme when *ssl* is given).
-        pipelined: SOCKS5 only: send greeting, credentials and request in one write.
+        pipelined: SOCKS5 only: send greeting, credentials and request in one write
+            (one round trip fewer). Only for servers known to cope: microsocks, for one, hangs.
         nodelay: set TCP_NODELAY on the socket.
         keepalive: set SO_KEEPALIVE on the socket.
         limit: the StreamReader's buffer limit.

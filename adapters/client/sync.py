@@ -112,7 +112,9 @@ def connect(
             :func:`ssl.create_default_context`).
         trust_env: with no *proxy*, use ``ALL_PROXY`` / ``HTTPS_PROXY`` (with *ssl*)
             or ``HTTP_PROXY``, honouring ``NO_PROXY``.
-        pipelined: SOCKS5 hops send greeting, credentials and request in one write.
+        pipelined: SOCKS5 hops send greeting, credentials and request in one write
+            (one round trip fewer, two with credentials). Only for servers known to
+            cope (Dante, ``socks-sansio serve``): microsocks, for one, hangs.
         nodelay: set ``TCP_NODELAY``.
         keepalive: set ``SO_KEEPALIVE``.
         failover: instead of *proxy*, the candidates to try in order, each a

@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Any, final
+from typing import Any, Final, final
 
 from socks_sansio import Address, AssociatePlan, ConnectPlan, HandshakePlan, Stepper
 from socks_sansio import client_operations as ops
@@ -22,6 +22,9 @@ from ._common import literal_sockaddr, logger, peer_ip
 from .tls_in_tls import SocketLike, TLSInTLSSocket, wrap
 
 __all__ = ["Link", "resolve"]
+
+_RECEIVE: Final = ops.Receive
+_SEND: Final = ops.Send
 
 
 @final
@@ -35,7 +38,7 @@ class Link:
         nodelay, keepalive: socket options of the TCP connection.
     """
 
-    __slots__ = ("keepalive", "nodelay", "plan", "proxy_ssl", "stream", "tls", "udp")
+    __slots__ = ("_remaining", "keepalive", "nodelay", "plan", "proxy_ssl", "stream", "tls", "udp")
 
     def __init__(
         self,
@@ -48,6 +51,7 @@ class Link:
         stream: SocketLike | None = None,
     ) -> None:
         self.plan = plan
+        self._remaining = plan.deadline.remaining  # bound once: the deadline is read before every blocking call
         self.tls = tls
         self.proxy_ssl = proxy_ssl
         self.nodelay = nodelay
@@ -71,7 +75,7 @@ class Link:
 
     def _arm(self, stream: SocketLike) -> None:
         """Give *stream* what is left of the deadline as its time-out (a TimeoutError if nothing is)."""
-        remaining = self.plan.remaining()
+        remaining = self._remaining()
         if remaining is not None:
             if remaining <= 0:
                 raise TimeoutError("the deadline passed")
@@ -80,14 +84,17 @@ class Link:
     def perform(self, operation: ops.Operation) -> object:
         """Do one operation (see :mod:`socks_sansio.client_operations`) and return its result."""
         stream = self.stream
-        if isinstance(operation, ops.Receive):
+        kind = type(operation)  # the operation classes are final
+        if kind is _RECEIVE or kind is _SEND:
             assert stream is not None
-            self._arm(stream)
-            return stream.recv(operation.max_bytes)
-        if isinstance(operation, ops.Send):
-            assert stream is not None
-            self._arm(stream)
-            stream.sendall(operation.data)
+            remaining = self._remaining()  # _arm(), inlined: Receive and Send are most of a plan's operations
+            if remaining is not None:
+                if remaining <= 0:
+                    raise TimeoutError("the deadline passed")
+                stream.settimeout(remaining)
+            if kind is _RECEIVE:
+                return stream.recv(operation.max_bytes)  # type: ignore[union-attr]
+            stream.sendall(operation.data)  # type: ignore[union-attr]
         elif isinstance(operation, ops.Dial):
             self.stream = self._dial(operation.address)
         elif isinstance(operation, ops.StartTLS):

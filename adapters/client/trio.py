@@ -161,7 +161,8 @@ async def open_tcp_stream(
             ``https_compatible`` (no ``close_notify`` needed), as HTTP proxies expect.
         trust_env: with ``proxy=None``, take the proxy from ``ALL_PROXY``,
             ``HTTPS_PROXY`` (when *ssl* is given) or ``HTTP_PROXY``, and ``NO_PROXY``.
-        pipelined: SOCKS5: greeting, credentials and request in one write.
+        pipelined: SOCKS5: greeting, credentials and request in one write (one
+            round trip fewer). Only for servers known to cope: microsocks, for one, hangs.
         nodelay: set ``TCP_NODELAY`` on the socket.
         keepalive: set ``SO_KEEPALIVE`` on the socket.
         https_compatible: passed to the target's :class:`trio.SSLStream`.

@@ -122,9 +122,11 @@ class Deadline:
 
     def remaining(self) -> float | None:
         """Seconds left (never negative), or ``None`` without a deadline."""
-        if self.at is None:
+        at = self.at
+        if at is None:
             return None
-        return max(0.0, self.at - self._clock())
+        left = at - self._clock()
+        return left if left > 0.0 else 0.0
 
     def expired_error(self, what: str, proxy: str | None = None) -> ProxyTimeoutError:
         """The error to raise when the deadline passed during *what*."""

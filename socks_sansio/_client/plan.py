@@ -246,6 +246,12 @@ class ConnectPlan(Plan):
             Exception: what the runner threw in about the target itself (a direct
                 dial, its TLS, a local name lookup), as it was.
         """
+        if self._prepared is None and self._failures is None:
+            return self._attempt(self._candidates[0])  # one chain, once: no frame between the runner and the steps
+        return self._run()
+
+    def _run(self) -> Generator[Operation, Any, ClientHandshake | None]:
+        """:meth:`run` with a prepared connection to ask first, or failover."""
         prepared = self._prepared
         if prepared is not None:
             done = yield from self._ask_prepared(prepared)
