@@ -26,7 +26,7 @@ from ._codes import AddressType
 from ._errors import LocalProtocolError
 from ._idna import encode_unicode_host
 
-__all__ = ["Address", "Host", "checked_domain", "trusted_address"]
+__all__ = ["Address", "Host", "checked_domain", "parse_ip_literal", "trusted_address"]
 
 Host = ipaddress.IPv4Address | ipaddress.IPv6Address | bytes
 """What ``Address.host`` holds."""
@@ -39,7 +39,7 @@ _FORBIDDEN_IN_DOMAIN: Final = frozenset(range(0x21)) | {0x7F}
 
 
 @functools.lru_cache(maxsize=1024)
-def _ip_literal(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_ip_literal(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP address *value* spells, or ``None``; cached (both are immutable): clients name the same hosts again."""
     try:
         return ipaddress.ip_address(value)
@@ -51,7 +51,7 @@ def _to_host(value: object) -> Host:
     # Converts and checks in one call (the fields have converters, no validators).
     if isinstance(value, str):
         if ":" in value or value[-1:].isdigit():  # only these can be IP literals: skip two ValueErrors
-            literal = _ip_literal(value)
+            literal = parse_ip_literal(value)
             if literal is not None:
                 return literal
         if value.isascii():

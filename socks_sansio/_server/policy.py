@@ -44,7 +44,7 @@ from typing import ClassVar, Final, Literal, final
 
 import attrs
 
-from .._address import Address
+from .._address import Address, parse_ip_literal
 from .._errors import LocalProtocolError
 
 __all__ = ["AccessPolicy", "AccessRule", "UserDatabase", "ip_literal", "is_private"]
@@ -295,24 +295,17 @@ def _port_range(text: str, rule: str) -> tuple[int, int]:
     return int(low), int(high if dash else low)
 
 
-_IPS: dict[str, IPAddress] = {}
-_IPS_MAX: Final = 4096
-
-
 def ip_literal(host: str) -> IPAddress:
     """*host*, an IP literal a runner reported (a client's or a socket's address), parsed once per distinct text.
 
-    Those addresses recur, parsing is what costs and the values are immutable;
-    the cache is bounded (emptied when full).
+    Those addresses recur and parsing is what costs: the parse is :class:`Address`'s cached one.
 
     Raises:
         ValueError: *host* is not an IP literal.
     """
-    found = _IPS.get(host)
+    found = parse_ip_literal(host)
     if found is None:
-        if len(_IPS) >= _IPS_MAX:
-            _IPS.clear()
-        found = _IPS[host] = ipaddress.ip_address(host)
+        raise ValueError(f"{host!r} is not an IP address")
     return found
 
 
