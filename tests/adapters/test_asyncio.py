@@ -13,6 +13,7 @@ import functools
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -596,7 +597,7 @@ async def test_an_outer_timeout_is_not_turned_into_proxy_timeout() -> None:
     closed = threading.Event()
     async with aserve(stalling_socks5(closed)) as proxy:
         url = f"socks5h://127.0.0.1:{proxy.port}"
-        with pytest.raises(TimeoutError) as caught:
+        with pytest.raises(asyncio.TimeoutError) as caught:  # the builtin TimeoutError from Python 3.11
             await asyncio.wait_for(open_connection("example.test", 80, proxy=url, timeout=30), 0.3)
         assert not isinstance(caught.value, ProxyTimeoutError)
         assert await asyncio.to_thread(closed.wait, 5)
@@ -811,6 +812,7 @@ async def test_create_connection_with_tls_to_the_target(tls_files: TLSFiles, tin
         await protocol.wait_for(lambda: "lost" in protocol.events)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio's start_tls over TLS needs Python 3.11")
 @aio
 async def test_https_proxy_and_tls_inside_tls(tls_files: TLSFiles, tinyproxy: PeerServer) -> None:
     async with (
@@ -832,6 +834,20 @@ async def test_https_proxy_and_tls_inside_tls(tls_files: TLSFiles, tinyproxy: Pe
         with pytest.raises(ProxyConnectionError) as caught:  # the proxy's certificate is not trusted
             await open_connection(*plain_target.address, proxy=url, timeout=5)
         assert isinstance(caught.value.__cause__, ssl.SSLError)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="Python 3.10 only: asyncio cannot start TLS over TLS there")
+@aio
+async def test_tls_inside_tls_on_python_3_10_says_what_it_needs(tls_files: TLSFiles, tinyproxy: PeerServer) -> None:
+    async with (
+        aserve(tls_forwarder(tls_files, tinyproxy.address)) as https_proxy,
+        aserve(tls_echo(tls_files)) as target,
+    ):
+        with pytest.raises(NotImplementedError, match=r"needs Python 3\.11"):
+            await open_tunnel(
+                "localhost", target.port, proxy=f"https://127.0.0.1:{https_proxy.port}",
+                proxy_ssl=tls_files.client_context(), ssl=tls_files.client_context(), timeout=5,
+            )  # fmt: skip
 
 
 @aio
