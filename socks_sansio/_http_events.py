@@ -135,7 +135,22 @@ def content_length(headers: Headers) -> int | None:
     return int(first)
 
 
+# Authority texts already read as targets (a client names the same few again and
+# again; an Address is immutable, so one is shared). Bounded: emptied when full,
+# so the targets a peer sends cannot grow it. Errors are not kept.
+_TARGETS: Final[dict[str | bytes, Address]] = {}
+_TARGETS_MAX: Final = 1024
+
+
 def _target(value: Address | str | bytes) -> Address:
+    if type(value) is str or type(value) is bytes:  # str and bytes never compare equal: one dict
+        target = _TARGETS.get(value)
+        if target is None:
+            target = _check_target(Address.parse_authority(value))
+            if len(_TARGETS) >= _TARGETS_MAX:
+                _TARGETS.clear()
+            _TARGETS[value] = target
+        return target
     if isinstance(value, str | bytes):
         # parse_authority's result reads back the same: no need to re-read it.
         return _check_target(Address.parse_authority(value))
