@@ -239,7 +239,10 @@ def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
         parsed = parse_address(buf, 3)
         if isinstance(parsed, int):
             return parsed
-        return parsed_reply(code, parsed[0]), parsed[1]
+        reply = _new(CommandReply)  # parsed_reply, inlined on the usual path
+        _set(reply, "code", _SUCCEEDED)
+        _set(reply, "bound", parsed[0])
+        return reply, parsed[1]
     # A failure: the code is known already; the rest only has to be skipped.
     try:
         parsed = parse_address(buf, 3) if have >= 3 else 4
