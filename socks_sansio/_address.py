@@ -83,6 +83,25 @@ def _to_port(port: int) -> int:
     return port
 
 
+# Text hosts already converted: name or IP literal -> Host. Every value is
+# immutable (bytes, ipaddress objects), so sharing one is safe; the conversion
+# (IP literal parsing, the domain checks, IDNA) is then paid once per distinct
+# text. Bounded: emptied when full, so text a peer sends cannot grow it.
+_HOSTS: Final[dict[str, Host]] = {}
+_HOSTS_MAX: Final = 1024
+
+
+def host_of_text(text: str) -> Host:
+    """``_to_host(text)`` through the cache of converted text hosts (errors are not cached)."""
+    host = _HOSTS.get(text)
+    if host is None:
+        host = _to_host(text)
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        _HOSTS[text] = host
+    return host
+
+
 # Events a parser builds from wire octets it has already checked skip the
 # constructor's conversions: object.__new__ plus the slots, as attrs' own __init__ sets them.
 _new = object.__new__
@@ -113,12 +132,11 @@ class Address:
     port: int
 
     def __init__(self, host: object, port: int) -> None:
-        # Written by hand (attrs writes the rest): the usual host, a str naming an
-        # ASCII domain, and a valid port are converted and checked without a call.
-        if type(host) is str and host.isascii() and ":" not in host and not host[-1:].isdigit():
-            host = host.encode("ascii")  # a domain name: see _to_host for which strings may be IP literals
-            if not (0 < len(host) <= _MAX_DOMAIN and _FORBIDDEN_IN_DOMAIN.isdisjoint(host)):
-                _domain(host)  # raises the error
+        # Written by hand (attrs writes the rest): a host given as text costs one
+        # dict lookup once seen (see host_of_text), and a valid port no call.
+        if type(host) is str:
+            converted = _HOSTS.get(host)
+            host = converted if converted is not None else host_of_text(host)
         else:
             host = _to_host(host)
         if type(port) is not int or not 0 <= port <= 0xFFFF:
@@ -201,7 +219,7 @@ class Address:
                 raise LocalProtocolError(f"authority {text!r}: an IPv6 address must be written in brackets")
             if not name:
                 raise LocalProtocolError(f"authority {text!r} has no host")
-            host = _to_host(name)
+            host = host_of_text(name)
         if port_text is None:
             if default_port is None:
                 raise LocalProtocolError(f"authority {text!r} has no port")

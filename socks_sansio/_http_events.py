@@ -72,9 +72,32 @@ def _control_problem(value: bytes) -> str:
     return "contains a control character other than HTAB (RFC 9110 §5.5)"
 
 
+# Header pairs given to constructors and already checked: (name, value) as given,
+# both exactly str or bytes -> the stored octets. A client sends the same few
+# (User-Agent, Proxy-Authorization) every time. Bounded: emptied when full.
+_FIELDS: Final[dict[tuple[str | bytes, str | bytes], tuple[bytes, bytes]]] = {}
+_FIELDS_MAX: Final = 1024
+_TEXT_TYPES: Final = (str, bytes)
+
+
 def _headers(value: HeadersInput) -> Headers:
     if value == ():
         return ()  # the default
+    if type(value) is tuple:
+        fields = []
+        try:
+            for item in value:
+                field = _FIELDS.get(item) if type(item) is tuple else None
+                if field is None:
+                    return _checked_headers(value)  # first seen or invalid: the long way
+                fields.append(field)
+        except TypeError:  # an unhashable pair, such as one holding a bytearray
+            return _checked_headers(value)
+        return tuple(fields)
+    return _checked_headers(value)
+
+
+def _checked_headers(value: HeadersInput) -> Headers:
     if isinstance(value, str | bytes | bytearray | memoryview):
         raise TypeError("headers must be a sequence of (name, value) pairs, not a string")
     pairs = []
@@ -85,7 +108,14 @@ def _headers(value: HeadersInput) -> Headers:
         if not TOKEN.fullmatch(name):
             raise LocalProtocolError(f"header name {name!r} is not a token (RFC 9110 §5.1)")
         pairs.append((name, to_bytes(item[1])))
-    return field_values(pairs)
+    fields = field_values(pairs)
+    if type(value) is tuple:
+        if len(_FIELDS) + len(fields) > _FIELDS_MAX:
+            _FIELDS.clear()
+        for item, field in zip(value, fields, strict=True):
+            if type(item) is tuple and type(item[0]) in _TEXT_TYPES and type(item[1]) in _TEXT_TYPES:
+                _FIELDS[item] = field
+    return fields
 
 
 def field_values(fields: Iterable[tuple[bytes, bytes]]) -> Headers:
@@ -135,7 +165,22 @@ def content_length(headers: Headers) -> int | None:
     return int(first)
 
 
+# Authority texts already read as targets (a client names the same few again and
+# again; an Address is immutable, so one is shared). Bounded: emptied when full,
+# so the targets a peer sends cannot grow it. Errors are not kept.
+_TARGETS: Final[dict[str | bytes, Address]] = {}
+_TARGETS_MAX: Final = 1024
+
+
 def _target(value: Address | str | bytes) -> Address:
+    if type(value) is str or type(value) is bytes:  # str and bytes never compare equal: one dict
+        target = _TARGETS.get(value)
+        if target is None:
+            target = _check_target(Address.parse_authority(value))
+            if len(_TARGETS) >= _TARGETS_MAX:
+                _TARGETS.clear()
+            _TARGETS[value] = target
+        return target
     if isinstance(value, str | bytes):
         # parse_authority's result reads back the same: no need to re-read it.
         return _check_target(Address.parse_authority(value))
@@ -385,14 +430,20 @@ def parsed_response(status_code: int, reason: bytes, fields: Headers, http_versi
     Raises:
         LocalProtocolError: what the constructor raises for the same values, checked in the same order.
     """
+    # The constructor's converters, inlined on the usual path (an int status in range, a
+    # reason that is field text): they call out only to raise the error.
+    if not 100 <= status_code <= 599:
+        _status(status_code)
+    if not reason:
+        reason = _PHRASES.get(status_code, b"")
+    elif not FIELD_TEXT.fullmatch(reason):
+        _reason(reason)
     event = _new(ConnectResponse)
-    _set(event, "status_code", _status(status_code))
-    _set(event, "reason", _reason(reason))
+    _set(event, "status_code", status_code)
+    _set(event, "reason", reason)
     _set(event, "headers", field_values(fields))
     _set(event, "body", b"")
     _set(event, "http_version", http_version)
-    if not reason:
-        _set(event, "reason", _PHRASES.get(status_code, b""))
     return event
 
 

@@ -45,6 +45,10 @@ AUTH_VERSION: Final = 0x01
 _SOCKS5_VERSION: Final = 0x05
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
 def _username(value: object) -> bytes:
     # Converters check as they convert (no validators), calling out only for errors.
     octets = value.encode() if type(value) is str else to_bytes(value)
@@ -67,7 +71,7 @@ def _success(value: bool) -> bool:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, init=False)
 class UsernamePasswordRequest:
     """Client → server: credentials (RFC 1929 §2).
 
@@ -76,8 +80,13 @@ class UsernamePasswordRequest:
         password: 0 to 255 octets; ``str`` is encoded as UTF-8. Hidden from ``repr``.
     """
 
-    username: bytes = attrs.field(converter=_username)
-    password: bytes = attrs.field(converter=_password, repr=False)
+    username: bytes
+    password: bytes = attrs.field(repr=False)
+
+    def __init__(self, *, username: object, password: object) -> None:
+        # Written by hand (attrs writes the rest): the converters, one call each.
+        _set(self, "username", _username(username))
+        _set(self, "password", _password(password))
 
 
 @final
@@ -94,8 +103,6 @@ class UsernamePasswordReply:
 
 # The parsers build events from octets they have checked: object.__new__ plus
 # the slots, as attrs' own __init__ sets them, skipping the converters.
-_new = object.__new__
-_set = object.__setattr__
 _SUCCESS: Final = _new(UsernamePasswordReply)
 _set(_SUCCESS, "success", True)
 _FAILURE: Final = _new(UsernamePasswordReply)

@@ -82,7 +82,7 @@ def _methods(values: Iterable[int]) -> tuple[int, ...]:
 
 
 @final
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, init=False)
 class Greeting:
     """Client → server: the authentication methods the client offers (RFC 1928 §3).
 
@@ -91,7 +91,19 @@ class Greeting:
             :class:`AuthMethod` members; unknown codes are kept as ints.
     """
 
-    methods: tuple[int, ...] = attrs.field(converter=_methods)
+    methods: tuple[int, ...]
+
+    def __init__(self, *, methods: Iterable[int]) -> None:
+        # Written by hand (attrs writes the rest): a tuple of AuthMethod members,
+        # the usual value, is checked without a call; anything else goes to _methods.
+        if type(methods) is tuple and 0 < len(methods) <= 255:
+            for method in methods:
+                if type(method) is not AuthMethod:
+                    methods = _methods(methods)
+                    break
+        else:
+            methods = _methods(methods)
+        _set(self, "methods", methods)
 
 
 @final

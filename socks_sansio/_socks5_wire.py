@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Final
 
-from ._address import Address, Host, checked_domain, trusted_address
+from ._address import Address, Host, checked_domain
 from ._codes import AddressType, AuthMethod, Command, ReplyCode, describe_reply
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._rfc1929 import UsernamePasswordReply, UsernamePasswordRequest, encode_auth_reply, encode_auth_request
@@ -65,6 +65,25 @@ _SUCCEEDED: Final = ReplyCode.SUCCEEDED
 _COMMAND_OF_OCTET: Final = {int(command): command for command in Command}
 _IPv4Address = ipaddress.IPv4Address
 _IPv6Address = ipaddress.IPv6Address
+_from_bytes = int.from_bytes
+_new = object.__new__
+_set = object.__setattr__
+
+# IPv4 hosts already seen, by their 32-bit value: a client hears the same few
+# BND.ADDRs again and again, and an IPv4Address is immutable, so one is shared.
+# Bounded: emptied when full.
+# Every possible MethodSelection, by its METHOD octet (events are immutable: one of each).
+_SELECTION_OF_OCTET: Final = tuple([parsed_selection(octet) for octet in range(256)])
+
+_IPV4_HOSTS: Final[dict[int, ipaddress.IPv4Address]] = {}
+_IPV4_HOSTS_MAX: Final = 1024
+
+
+def _ipv4_host(packed: int) -> ipaddress.IPv4Address:
+    host = _IPV4_HOSTS[packed] = _IPv4Address(packed)
+    if len(_IPV4_HOSTS) > _IPV4_HOSTS_MAX:
+        _IPV4_HOSTS.clear()
+    return host
 
 
 def encode_address(address: Address) -> bytes:
@@ -96,7 +115,10 @@ def parse_address(buf: bytes | bytearray, start: int) -> tuple[Address, int] | i
         end = start + 1 + 4 + 2
         if have < end:
             return end
-        host: Host = _IPv4Address(bytes(buf[start + 1 : start + 5]))
+        packed = _from_bytes(buf[start + 1 : start + 5], "big")
+        host: Host | None = _IPV4_HOSTS.get(packed)
+        if host is None:
+            host = _ipv4_host(packed)
     elif atyp == _DOMAIN:
         if have <= start + 1:
             return start + 2
@@ -121,7 +143,10 @@ def parse_address(buf: bytes | bytearray, start: int) -> tuple[Address, int] | i
             f"unknown address type 0x{atyp:02x}; RFC 1928 §5 defines 0x01 (IPv4), 0x03 (domain), 0x04 (IPv6)",
             reply_hint=_UNSUPPORTED_ATYP,
         )
-    return trusted_address(host, (buf[end - 2] << 8) | buf[end - 1]), end
+    address = _new(Address)  # trusted_address, inlined: the octets were checked above
+    _set(address, "host", host)
+    _set(address, "port", (buf[end - 2] << 8) | buf[end - 1])
+    return address, end
 
 
 def _bad_version(buf: bytes | bytearray, what: str, reply_hint: object) -> RemoteProtocolError:
@@ -166,7 +191,7 @@ def parse_method_selection(buf: bytearray) -> tuple[MethodSelection, int] | int:
         raise _bad_version(buf, "the method selection", None)
     if len(buf) < 2:
         return 2
-    return parsed_selection(buf[1]), 2
+    return _SELECTION_OF_OCTET[buf[1]], 2
 
 
 def parse_request(buf: bytearray) -> tuple[CommandRequest, int] | int:
@@ -216,7 +241,10 @@ def parse_reply(buf: bytearray, *, eof: bool) -> tuple[CommandReply, int] | int:
         parsed = parse_address(buf, 3)
         if isinstance(parsed, int):
             return parsed
-        return parsed_reply(code, parsed[0]), parsed[1]
+        reply = _new(CommandReply)  # parsed_reply, inlined on the usual path
+        _set(reply, "code", _SUCCEEDED)
+        _set(reply, "bound", parsed[0])
+        return reply, parsed[1]
     # A failure: the code is known already; the rest only has to be skipped.
     try:
         parsed = parse_address(buf, 3) if have >= 3 else 5
