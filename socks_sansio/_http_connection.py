@@ -40,7 +40,7 @@ from ._http_wire import (
     find_head_end,
     head_octets_needed,
     parse_request_head,
-    parse_response_head,
+    read_response_head,
     response_body_length,
 )
 from ._machine import Machine
@@ -248,7 +248,7 @@ class HttpConnectConnection(Machine[HttpConnectState, HttpConnectEvent]):
             if reading_request:
                 self._pending = (parse_request_head(head), end, 0)
             else:
-                response = parse_response_head(head)
+                response = read_response_head(head)
                 self._pending = (response, end, response_body_length(response, self._max_body_size))
         event, end, body_length = self._pending
         if not body_length:

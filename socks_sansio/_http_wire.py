@@ -51,6 +51,7 @@ __all__ = [
     "head_octets_needed",
     "parse_request_head",
     "parse_response_head",
+    "read_response_head",
     "response_body_length",
 ]
 
@@ -254,6 +255,27 @@ def parse_response_head(head: bytes) -> ConnectResponse:
         return parsed_response(int(match[2]), match[3] or b"", fields, match[1])
     except LocalProtocolError as exc:
         raise RemoteProtocolError(f"bad response: {exc.message}") from None
+
+
+# Response heads already parsed. A proxy answers every CONNECT with the same head
+# ("HTTP/1.1 200 Connection established" and a header or two), and the event is
+# immutable and a function of the octets alone, so one is shared. Bounded: short
+# heads only, emptied when full. Errors are not kept.
+_RESPONSE_HEADS: Final[dict[bytes, ConnectResponse]] = {}
+_RESPONSE_HEADS_MAX: Final = 256
+_RESPONSE_HEAD_KEPT: Final = 512  # octets
+
+
+def read_response_head(head: bytes) -> ConnectResponse:
+    """:func:`parse_response_head`, through the cache of heads already parsed."""
+    response = _RESPONSE_HEADS.get(head)
+    if response is None:
+        response = parse_response_head(head)
+        if len(head) <= _RESPONSE_HEAD_KEPT:
+            if len(_RESPONSE_HEADS) >= _RESPONSE_HEADS_MAX:
+                _RESPONSE_HEADS.clear()
+            _RESPONSE_HEADS[head] = response
+    return response
 
 
 def response_body_length(response: ConnectResponse, max_body_size: int) -> int:
