@@ -25,6 +25,7 @@ import attrs
 from ._codes import AddressType
 from ._errors import LocalProtocolError
 from ._idna import encode_unicode_host
+from ._util import remember
 
 __all__ = ["Address", "Host", "checked_domain", "parse_ip_literal", "trusted_address"]
 
@@ -95,10 +96,7 @@ def host_of_text(text: str) -> Host:
     """``_to_host(text)`` through the cache of converted text hosts (errors are not cached)."""
     host = _HOSTS.get(text)
     if host is None:
-        host = _to_host(text)
-        if len(_HOSTS) >= _HOSTS_MAX:
-            _HOSTS.clear()
-        _HOSTS[text] = host
+        host = remember(_HOSTS, text, _to_host(text), _HOSTS_MAX)
     return host
 
 

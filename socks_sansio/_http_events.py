@@ -35,6 +35,7 @@ import attrs
 from ._address import Address
 from ._errors import LocalProtocolError
 from ._socks5_events import ConnectionClosed
+from ._util import remember
 from ._validators import to_bytes
 
 __all__ = [
@@ -176,10 +177,7 @@ def _target(value: Address | str | bytes) -> Address:
     if type(value) is str or type(value) is bytes:  # str and bytes never compare equal: one dict
         target = _TARGETS.get(value)
         if target is None:
-            target = _check_target(Address.parse_authority(value))
-            if len(_TARGETS) >= _TARGETS_MAX:
-                _TARGETS.clear()
-            _TARGETS[value] = target
+            target = remember(_TARGETS, value, _check_target(Address.parse_authority(value)), _TARGETS_MAX)
         return target
     if isinstance(value, str | bytes):
         # parse_authority's result reads back the same: no need to re-read it.

@@ -38,6 +38,7 @@ from ._http_events import (
     parsed_response,
 )
 from ._socks5_events import ConnectionClosed
+from ._util import remember
 
 __all__ = [
     "BAD_REQUEST",
@@ -272,9 +273,7 @@ def read_response_head(head: bytes) -> ConnectResponse:
     if response is None:
         response = parse_response_head(head)
         if len(head) <= _RESPONSE_HEAD_KEPT:
-            if len(_RESPONSE_HEADS) >= _RESPONSE_HEADS_MAX:
-                _RESPONSE_HEADS.clear()
-            _RESPONSE_HEADS[head] = response
+            remember(_RESPONSE_HEADS, head, response, _RESPONSE_HEADS_MAX)
     return response
 
 

@@ -36,6 +36,7 @@ from ._socks5_events import (
     parsed_request,
     parsed_selection,
 )
+from ._util import remember
 
 __all__ = [
     "SOCKS5_VERSION",
@@ -80,10 +81,7 @@ _IPV4_HOSTS_MAX: Final = 1024
 
 
 def _ipv4_host(packed: int) -> ipaddress.IPv4Address:
-    host = _IPV4_HOSTS[packed] = _IPv4Address(packed)
-    if len(_IPV4_HOSTS) > _IPV4_HOSTS_MAX:
-        _IPV4_HOSTS.clear()
-    return host
+    return remember(_IPV4_HOSTS, packed, _IPv4Address(packed), _IPV4_HOSTS_MAX)
 
 
 def encode_address(address: Address) -> bytes:

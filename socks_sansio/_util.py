@@ -7,9 +7,12 @@ The sentinels are single-member enums so that type checkers narrow
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import Final, TypeVar
 
-__all__ = ["CLIENT", "NEED_DATA", "PAUSED", "SERVER", "NeedData", "Paused", "Role"]
+__all__ = ["CLIENT", "NEED_DATA", "PAUSED", "SERVER", "NeedData", "Paused", "Role", "remember"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class Role(enum.Enum):
@@ -50,3 +53,16 @@ class Paused(enum.Enum):
 
 NEED_DATA: Final = NeedData.NEED_DATA
 PAUSED: Final = Paused.PAUSED
+
+
+def remember(cache: dict[_K, _V], key: _K, value: _V, limit: int) -> _V:
+    """Keep *value* for *key* in *cache*, emptied first when it holds *limit* entries; returns *value*.
+
+    The core's caches of parsed values (immutable, a function of the key alone)
+    store through this: bounded, so what a peer sends cannot grow them. Lookups
+    stay inline (``cache.get(key)``) on the hot paths.
+    """
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+    return value
