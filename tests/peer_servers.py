@@ -152,15 +152,17 @@ def wait_for_port(
     port: int,
     timeout: float,
     alive: Callable[[], bool] = lambda: True,
+    source: str | None = None,
 ) -> bool:
-    """Poll-connect until ``host:port`` accepts (True), ``alive()`` turns false or time runs out."""
+    """Poll-connect (from the address *source*, if given) until ``host:port`` accepts (True), ``alive()`` turns
+    false or time runs out."""
     deadline = time.monotonic() + timeout
     delay = 0.02
     while time.monotonic() < deadline:
         if not alive():
             return False
         try:
-            with socket.create_connection((host, port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5, source_address=(source, 0) if source else None):
                 pass
         except OSError:
             time.sleep(delay)

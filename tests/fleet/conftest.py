@@ -27,6 +27,9 @@ from tests.peer_servers import free_port, require_binary, wait_for_port
 from tests.server.conftest import HOST, TIMEOUT, ProxyProcess, socks5_open, stop_all
 
 START = 20.0
+#: Where the fleet's own readiness probe of HAProxy's port comes from: HAProxy passes it on to an instance, whose
+#: log line for it (its outcome depends on timing) the tests tell from their clients' by this address.
+PROBE_SOURCE = "127.0.0.9"
 
 
 class Redis:
@@ -86,7 +89,9 @@ class HAProxy:
                 [binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        assert wait_for_port(HOST, self.port, START, alive=lambda: self.proc.poll() is None), self.log_path.read_text()
+        assert wait_for_port(HOST, self.port, START, alive=lambda: self.proc.poll() is None, source=PROBE_SOURCE), (
+            self.log_path.read_text()
+        )
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
