@@ -289,7 +289,8 @@ class SyncProxyTransport(httpx.BaseTransport):
         verify: the origins' TLS: an :class:`ssl.SSLContext`, ``True`` (httpx's
             default trust store) or ``False`` (no verification).
         proxy_ssl: the context for ``https://`` proxies (default: the system's trust store).
-        http1, http2: the HTTP versions to offer (``http2`` needs the ``h2`` package).
+        http1, http2: the HTTP versions to offer (``http2`` needs the ``h2`` package:
+            the ``http2`` extra).
         limits: an :class:`httpx.Limits` (pool size, keep-alive count and expiry).
         retries: how many times to retry a connection that could not be opened
             (a time-out, an unreachable proxy); a refusal is never retried.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -33,6 +33,7 @@ from tests.peer_servers import PeerServer
 from tests.server.conftest import InProcessProxy
 
 from .conftest import HOST, PASSWORD, USER, CountingOrigin, closed_port, tls_in_tls, url_of
+from .h2_origin import H2Origin
 
 FLAVORS = ("sync", "asyncio", "trio")
 
@@ -163,6 +164,49 @@ def test_the_network_stream_tells_the_tls_and_the_first_hop(
         seen = asyncio.run(run()) if flavor == "asyncio" else trio.run(run)
     assert seen[0] is not None and seen[0].startswith("TLS")
     assert seen[1:] == (HOST, sansio_proxy.address[1])  # TLS with the origin; the TCP peer is the proxy
+
+
+# ------------------------------------------------------------------ HTTP/2
+
+
+@pytest.fixture
+def h2_origin(files: TLSFiles) -> Iterator[H2Origin]:
+    origin = H2Origin(files)
+    try:
+        yield origin
+    finally:
+        origin.close()
+
+
+def fetch_h2(flavor: str, proxy: Proxy, origin: H2Origin, files: TLSFiles, **options: Any) -> None:
+    """Three GETs with ``http2=True``: each answered over HTTP/2, all three streams on one tunnel."""
+    paths = ["/one", "/two", "/three"]
+    responses = get_all(flavor, proxy, [origin.url(p) for p in paths], verify=files.client_context(), http2=True,
+                        **options)  # fmt: skip
+    assert [(r.http_version, r.status_code, r.text) for r in responses] == [
+        ("HTTP/2", 200, origin.expected(path)) for path in paths
+    ]
+    assert origin.streams == [3], "HTTP/2: every request a stream of the same connection"
+
+
+@pytest.mark.parametrize("scheme", ["socks5h", "socks4a", "http"])
+def test_http2_through_socks_sansio(
+    flavor: str, scheme: str, sansio_proxy: InProcessProxy, h2_origin: H2Origin, files: TLSFiles
+) -> None:
+    """ALPN with the origin runs end to end through the tunnel: httpx offers h2 and the origin takes it."""
+    fetch_h2(flavor, url_of(scheme, sansio_proxy), h2_origin, files)
+
+
+def test_http2_through_dante(flavor: str, dante: PeerServer, h2_origin: H2Origin, files: TLSFiles) -> None:
+    fetch_h2(flavor, url_of("socks5h", dante), h2_origin, files)
+
+
+def test_http2_inside_an_https_proxy(
+    flavor: str, sansio_tls_proxy: InProcessProxy, h2_origin: H2Origin, files: TLSFiles
+) -> None:
+    """The origin's TLS (and its ALPN) inside the proxy's TLS."""
+    with tls_in_tls(flavor, httpx.ConnectError):
+        fetch_h2(flavor, url_of("https", sansio_tls_proxy), h2_origin, files, proxy_ssl=files.client_context())
 
 
 # ------------------------------------------------------------------ the hand-over
