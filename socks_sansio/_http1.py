@@ -17,11 +17,11 @@ Strategy:
   skipped; then the body is framed as RFC 9112 §6.3 says: none (HEAD, 1xx,
   204, 304, a 2xx to CONNECT), ``Transfer-Encoding: chunked`` (§7.1),
   ``Content-Length`` (§6.2) or, with neither, everything until EOF.
-* Linear time however the input is fragmented: a Content-Length or
-  until-EOF body is sliced out once when complete; a chunked body is walked
-  with a cursor (every line search resumes where it stopped) and the octets a
-  call has used are deleted once at the end of that call, so a byte is looked
-  at a bounded number of times.
+* The body is decoded by :class:`._http_body.BodyReader`, the library's one
+  body decoder (the forward proxy streams with it too), and gathered here up
+  to ``max_body_size``: linear however the input is fragmented, a chunked
+  body walked with a cursor, a chunk that would pass the cap refused when its
+  size line arrives.
 * Every problem in the received octets raises :class:`RemoteProtocolError`
   and leaves the reader in error; nothing else escapes.
 """
@@ -37,8 +37,8 @@ import attrs
 
 from ._buffer import ReceiveBuffer
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._http_body import BodyReader
 from ._http_events import (
-    FIELD_TEXT,
     TOKEN,
     Headers,
     _headers,  # private: the header normalisation and validation ConnectRequest uses
@@ -46,8 +46,8 @@ from ._http_events import (
     _status,  # private: status-code validation (100..599)
     content_length,
 )
+from ._http_forward_events import ForwardEndOfMessage, Framing
 from ._http_wire import (
-    _fields,  # private: header field-line parsing (RFC 9112 §5), reused for trailers
     check_response_start,
     find_head_end,
     parse_response_head,
@@ -63,18 +63,6 @@ _CONTENT_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 # Visible ASCII (VCHAR, RFC 5234 B.1): what a request-target and a Host value are made of
 # once percent-encoded (RFC 3986 §2.1).
 _VISIBLE: Final = re.compile(rb"[\x21-\x7e]+")
-# chunk = chunk-size [ chunk-ext ] CRLF (RFC 9112 §7.1, §7.1.1):
-#   chunk-size = 1*HEXDIG
-#   chunk-ext  = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
-#   chunk-ext-val = token / quoted-string (RFC 9110 §5.6.4)
-# Token characters exclude SP, HTAB, ";", "=" and DQUOTE, and qdtext excludes the
-# backslash, so every branch below is decided by one octet: no backtracking blow-up.
-_TCHARS: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED: Final = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
-_CHUNK_LINE: Final = re.compile(
-    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*" + _TCHARS + rb"(?:[ \t]*=[ \t]*(?:" + _TCHARS + rb"|" + _QUOTED + rb"))?)*"
-)
-_HEXDIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 _HTTP1_PREFIX: Final = len(b"HTTP/1.")
 # "HTTP/1.x SSS " is 13 octets: the reason phrase starts after it (RFC 9112 §4).
 _REASON_AT: Final = len(b"HTTP/1.1 200 ")
@@ -216,12 +204,7 @@ class HttpResponse:
 
 class _Phase(enum.Enum):
     HEAD = enum.auto()  # reading a status line and header section (interim ones too)
-    LENGTH = enum.auto()  # a body of Content-Length octets (RFC 9112 §6.2)
-    UNTIL_EOF = enum.auto()  # a body delimited by the end of the connection (RFC 9112 §6.3 item 8)
-    CHUNK_SIZE = enum.auto()  # chunk-size [ chunk-ext ] CRLF (RFC 9112 §7.1)
-    CHUNK_DATA = enum.auto()  # chunk-data
-    CHUNK_END = enum.auto()  # the CRLF after chunk-data
-    TRAILERS = enum.auto()  # trailer-section CRLF (RFC 9112 §7.1.2)
+    BODY = enum.auto()  # reading the body with a BodyReader (RFC 9112 §6, §7.1)
     DONE = enum.auto()
     ERROR = enum.auto()
 
@@ -250,15 +233,14 @@ class ResponseReader:
 
     __slots__ = (
         "_body",
+        "_body_reader",
         "_buffer",
         "_max_body_size",
         "_max_head_size",
         "_phase",
-        "_remaining",
         "_request_method",
         "_response",
         "_scan",
-        "_trailer_size",
     )
 
     def __init__(
@@ -282,9 +264,8 @@ class ResponseReader:
         self._scan = 0
         # The final head, once read, as (status, reason, headers).
         self._response: tuple[int, bytes, Headers] | None = None
-        self._body = bytearray()  # a chunked body, as it is decoded
-        self._remaining = 0  # octets still to come in the current chunk or Content-Length body
-        self._trailer_size = 0
+        self._body = bytearray()  # the body, as it is decoded
+        self._body_reader: BodyReader | None = None  # once the final head was read (None: no body)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer octets received from the server; ``b""`` means it closed (EOF).
@@ -343,33 +324,28 @@ class ResponseReader:
         that must never over-read pays a few extra reads; bodies are read in one go.
         """
         phase, buf = self._phase, self._buffer.data
-        if phase is _Phase.DONE or phase is _Phase.ERROR:
-            return 0
-        if phase is _Phase.LENGTH:
-            return max(1, self._remaining - len(buf))
-        if phase is _Phase.UNTIL_EOF:
-            return 65536
-        if phase is _Phase.CHUNK_DATA:
-            return max(1, self._remaining + 2 - len(buf))  # the data, then its CRLF
-        if phase is _Phase.CHUNK_END:
-            return max(1, 2 - len(buf))
+        if phase is _Phase.BODY:
+            assert self._body_reader is not None
+            return self._body_reader.read_size_hint(buf)
         if phase is _Phase.HEAD:
             for tail, need in ((b"\r\n\r", 1), (b"\r\n", 2), (b"\r", 3)):
                 if buf.endswith(tail):
                     return need
             return 4
-        return 1 if buf.endswith(b"\r") else 2  # a chunk-size or trailer line ends with CRLF
+        return 0
 
     def _advance(self) -> HttpResponse | NeedData:
         while self._phase is _Phase.HEAD:
             if not self._read_head():
                 return NEED_DATA
-        phase = self._phase
-        if phase is _Phase.LENGTH:
-            return self._read_length()
-        if phase is _Phase.UNTIL_EOF:
-            return self._read_until_eof()
-        return self._read_chunked()
+        reader = self._body_reader
+        if reader is None:  # no body
+            return self._finish()
+        while (event := reader.next_event(self._buffer)) is not None:
+            if isinstance(event, ForwardEndOfMessage):  # its trailers are judged, then dropped
+                return self._finish()
+            self._body += event.data
+        return NEED_DATA
 
     def _read_head(self) -> bool:
         """Read one head; ``True`` when one was consumed (the phase then tells what follows)."""
@@ -402,19 +378,19 @@ class ResponseReader:
         self._response = (status, reason, parsed.headers)
         if 100 <= status <= 199 and status != 101:
             return True  # interim (RFC 9110 §15.2): the final response follows; phase stays HEAD
-        self._phase = self._framing(status, parsed.headers)
+        self._body_reader = self._framing(status, parsed.headers)
+        self._phase = _Phase.BODY
         return True
 
-    def _framing(self, status: int, headers: Headers) -> _Phase:
-        """How the body is delimited (RFC 9112 §6.3)."""
+    def _framing(self, status: int, headers: Headers) -> BodyReader | None:
+        """How the body is delimited (RFC 9112 §6.3): its reader, ``None`` for no body."""
         if (
             self._request_method == "HEAD"
             or status <= 199
             or status in (204, 304)
             or (self._request_method == "CONNECT" and status <= 299)
         ):
-            self._remaining = 0
-            return _Phase.LENGTH
+            return None
         codings = [
             coding.strip(b" \t").lower()
             for name, value in headers
@@ -434,8 +410,7 @@ class ResponseReader:
                 raise RemoteProtocolError(
                     f"unsupported Transfer-Encoding {shown!r}: only 'chunked' alone is read (RFC 9112 §7)"
                 )
-            self._scan = 0
-            return _Phase.CHUNK_SIZE
+            return BodyReader(Framing.CHUNKED, None, self._max_head_size, self._max_body_size)
         if lengths:
             length = content_length(headers)
             if length is None and all(value == lengths[0] for value in lengths) and lengths[0].isdigit():
@@ -448,140 +423,11 @@ class ResponseReader:
                 raise RemoteProtocolError(
                     f"the body announces {length} octets, more than max_body_size ({self._max_body_size})"
                 )
-            self._remaining = length
-            return _Phase.LENGTH
-        return _Phase.UNTIL_EOF
+            return BodyReader(Framing.CONTENT_LENGTH, length, self._max_head_size) if length else None
+        return BodyReader(Framing.UNTIL_CLOSE, None, self._max_head_size, self._max_body_size)
 
-    def _finish(self, body: bytes) -> HttpResponse:
+    def _finish(self) -> HttpResponse:
         assert self._response is not None, "a head was read"
         status, reason, headers = self._response
         self._phase = _Phase.DONE
-        return HttpResponse(status_code=status, reason=reason, headers=headers, body=body)
-
-    def _read_length(self) -> HttpResponse | NeedData:
-        buf, length = self._buffer.data, self._remaining
-        if len(buf) < length:
-            if self._buffer.eof:
-                raise RemoteProtocolError(
-                    f"the server closed the connection after {len(buf)} of the {length} body octets "
-                    "its Content-Length announced"
-                )
-            return NEED_DATA
-        body = bytes(buf[:length])
-        del buf[:length]
-        return self._finish(body)
-
-    def _read_until_eof(self) -> HttpResponse | NeedData:
-        buf = self._buffer.data
-        if len(buf) > self._max_body_size:
-            raise RemoteProtocolError(
-                f"the body (delimited by the end of the connection) is longer than max_body_size "
-                f"({self._max_body_size} octets)"
-            )
-        if not self._buffer.eof:
-            return NEED_DATA
-        body = bytes(buf)
-        buf.clear()
-        return self._finish(body)
-
-    def _read_chunked(self) -> HttpResponse | NeedData:
-        buf = self._buffer.data
-        pos = 0  # octets of buf this call has consumed
-        try:
-            while True:
-                phase = self._phase
-                if phase is _Phase.CHUNK_SIZE:
-                    if pos < len(buf) and buf[pos] not in _HEXDIGITS:
-                        raise RemoteProtocolError(
-                            f"expected a chunk size in hex digits (RFC 9112 §7.1), got {bytes(buf[pos : pos + 16])!r}"
-                        )
-                    lf = self._find_line_end(buf, pos, self._max_head_size, "chunk-size line")
-                    if lf < 0:
-                        break
-                    pos = self._chunk_size(bytes(buf[pos : lf - 1]), lf + 1)
-                elif phase is _Phase.CHUNK_DATA:
-                    take = min(len(buf) - pos, self._remaining)
-                    self._body += buf[pos : pos + take]
-                    pos += take
-                    self._remaining -= take
-                    if self._remaining:
-                        break
-                    self._phase = _Phase.CHUNK_END
-                elif phase is _Phase.CHUNK_END:
-                    have = bytes(buf[pos : pos + 2])
-                    if have != b"\r\n"[: len(have)]:
-                        raise RemoteProtocolError(
-                            f"chunk data must be followed by CRLF, got {have!r} (is the chunk longer than its size?)"
-                        )
-                    if len(have) < 2:
-                        break
-                    pos += 2
-                    self._phase = _Phase.CHUNK_SIZE
-                    self._scan = pos
-                else:  # TRAILERS
-                    limit = self._max_head_size - self._trailer_size
-                    lf = self._find_line_end(buf, pos, limit, "trailer section")
-                    if lf < 0:
-                        break
-                    line = bytes(buf[pos : lf - 1])
-                    self._trailer_size += lf + 1 - pos
-                    pos = lf + 1
-                    self._scan = pos
-                    if not line:
-                        return self._finish(bytes(self._body))
-                    _check_trailer(line)
-        finally:
-            if pos:
-                del buf[:pos]  # one delete per call
-                self._scan = max(0, self._scan - pos)
-        if self._buffer.eof:
-            raise RemoteProtocolError("the server closed the connection in the middle of the chunked body")
-        return NEED_DATA
-
-    def _find_line_end(self, buf: bytearray, pos: int, limit: int, what: str) -> int:
-        """The offset of the LF ending the line at *pos*, or -1 while incomplete.
-
-        The search resumes at ``self._scan`` and never looks past ``pos + limit``.
-        """
-        end = pos + limit
-        lf = buf.find(b"\n", self._scan, end)
-        if lf < 0:
-            self._scan = max(pos, min(len(buf), end))
-            if len(buf) - pos >= limit:
-                raise RemoteProtocolError(f"the {what} is longer than max_head_size ({self._max_head_size} octets)")
-            return -1
-        if lf == pos or buf[lf - 1] != 0x0D:
-            raise RemoteProtocolError(f"bare LF in the {what}: lines must end with CRLF (RFC 9112 §2.2)")
-        return lf
-
-    def _chunk_size(self, line: bytes, after: int) -> int:
-        """Judge a chunk-size line (without CRLF), move to the next phase, return *after*."""
-        match = _CHUNK_LINE.fullmatch(line)
-        if match is None:
-            raise RemoteProtocolError(
-                f"malformed chunk-size line {line[:64]!r}: expected hex digits and optional "
-                "';name=value' extensions (RFC 9112 §7.1, §7.1.1)"
-            )
-        size = int(match[1], 16)
-        if size > self._max_body_size - len(self._body):
-            raise RemoteProtocolError(
-                f"a chunk of {size} octets makes the body longer than max_body_size ({self._max_body_size} octets)"
-            )
-        self._scan = after
-        if size == 0:
-            self._phase = _Phase.TRAILERS
-        else:
-            self._remaining = size
-            self._phase = _Phase.CHUNK_DATA
-        return after
-
-
-def _check_trailer(line: bytes) -> None:
-    """Judge one trailer field line (RFC 9112 §7.1.2, field syntax of §5); it is then discarded."""
-    if b"\r" in line:
-        raise RemoteProtocolError(f"bare CR in trailer line {line[:64]!r} (RFC 9112 §2.2)")
-    ((name, value),) = _fields([line], None)
-    if not FIELD_TEXT.fullmatch(value):
-        raise RemoteProtocolError(
-            f"trailer field {name[:64]!r} has a control character in its value (RFC 9110 §5.5)"
-        )
+        return HttpResponse(status_code=status, reason=reason, headers=headers, body=bytes(self._body))

@@ -1,4 +1,7 @@
-"""Streaming HTTP/1.1 body decoding (RFC 9112 §6, §7.1), shared by the forward readers.
+"""Streaming HTTP/1.1 body decoding (RFC 9112 §6, §7.1): the one body decoder of the library.
+
+The forward proxy's readers stream bodies through it; the CONNECT client's
+:class:`~socks_sansio.ResponseReader` gathers an error response's body with it.
 
 A :class:`BodyReader` turns the octets after a head into :class:`ForwardBodyData`
 events as they arrive (never buffering the body: memory is bounded by what the
@@ -23,16 +26,27 @@ the connection-level readers add theirs).
 from __future__ import annotations
 
 import enum
+import re
 from typing import Final, final
 
 from ._buffer import ReceiveBuffer
 from ._errors import LocalProtocolError, RemoteProtocolError
-from ._http1 import _CHUNK_LINE  # private: the chunk-size [ chunk-ext ] grammar (RFC 9112 §7.1.1)
 from ._http_forward_events import ForwardBodyData, ForwardEndOfMessage, Framing
 from ._http_wire import _fields  # private: field-line parsing (RFC 9112 §5), for trailers
 
 __all__ = ["BodyReader"]
 
+# chunk = chunk-size [ chunk-ext ] CRLF (RFC 9112 §7.1, §7.1.1):
+#   chunk-size = 1*HEXDIG
+#   chunk-ext  = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+#   chunk-ext-val = token / quoted-string (RFC 9110 §5.6.4)
+# Token characters exclude SP, HTAB, ";", "=" and DQUOTE, and qdtext excludes the
+# backslash, so every branch below is decided by one octet: no backtracking blow-up.
+_TCHARS: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED: Final = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_LINE: Final = re.compile(
+    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*" + _TCHARS + rb"(?:[ \t]*=[ \t]*(?:" + _TCHARS + rb"|" + _QUOTED + rb"))?)*"
+)
 _HEXDIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 _MAX_SIZE_DIGITS: Final = 15  # 16**15 octets in one chunk: beyond that it is an attack, not a body
 
@@ -55,12 +69,20 @@ class BodyReader:
         framing: how the body is delimited.
         length: its length, with :attr:`Framing.CONTENT_LENGTH`.
         max_line: the longest chunk-size line, and the longest trailer section.
+        max_body_size: the longest chunked or until-close body accepted (``None``:
+            no limit, for a body that is streamed on). A chunk whose size would
+            pass it is refused when its size line arrives.
     """
 
-    __slots__ = ("_error", "_left", "_max_line", "_phase", "_scan", "_trailer_size", "_trailers")
+    __slots__ = ("_error", "_left", "_max_body_size", "_max_line", "_phase", "_scan", "_seen", "_trailer_size",
+                 "_trailers")  # fmt: skip
 
-    def __init__(self, framing: Framing, length: int | None, max_line: int) -> None:
+    def __init__(self, framing: Framing, length: int | None, max_line: int, max_body_size: int | None = None) -> None:
         self._max_line = max_line
+        self._max_body_size = max_body_size
+        # Body octets announced by Content-Length or chunk sizes, or received until close (the latter two
+        # against max_body_size).
+        self._seen = length or 0
         self._left = length or 0  # octets left of the body (LENGTH) or of the chunk (DATA)
         self._scan = 0  # where the current line search resumes
         self._trailers: list[tuple[bytes, bytes]] = []
@@ -95,6 +117,12 @@ class BodyReader:
         if phase is _Phase.UNTIL_CLOSE:
             buf = buffer.data
             if buf:
+                self._seen += len(buf)
+                if self._max_body_size is not None and self._seen > self._max_body_size:
+                    raise RemoteProtocolError(
+                        "the body (delimited by the end of the connection) is longer than max_body_size "
+                        f"({self._max_body_size} octets)"
+                    )
                 data = bytes(buf)
                 buf.clear()
                 return ForwardBodyData(data=data)
@@ -134,7 +162,8 @@ class BodyReader:
             return ForwardBodyData(data=data)
         if buffer.eof:
             raise RemoteProtocolError(
-                f"the peer closed the connection with {left} octets of the body's Content-Length still to come"
+                f"the peer closed the connection after {self._seen - left} of the {self._seen} body octets "
+                "its Content-Length announced"
             )
         return None
 
@@ -232,6 +261,12 @@ class BodyReader:
         if len(digits) > _MAX_SIZE_DIGITS:
             raise RemoteProtocolError(f"chunk size {match[1][:40]!r} is absurdly large")
         size = int(digits or b"0", 16)
+        if self._max_body_size is not None:
+            self._seen += size
+            if self._seen > self._max_body_size:
+                raise RemoteProtocolError(
+                    f"a chunk of {size} octets makes the body longer than max_body_size ({self._max_body_size} octets)"
+                )
         if size:
             self._left = size
             self._phase = _Phase.DATA
