@@ -77,15 +77,50 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
-__all__ = ["DEFAULT_PIPE_SIZE", "PipePool", "SpliceRelay"]
+__all__ = ["DEFAULT_PIPE_SIZE", "Cancellable", "Completion", "PipePool", "Reactor", "SpliceRelay"]
 
 DEFAULT_PIPE_SIZE: Final = 1 << 20
 """What the default pool enlarges its pipes to (bytes), when the kernel allows it."""
 
 _SUPPORTED: Final = sys.platform == "linux" and hasattr(os, "splice")
 _FLAGS: Final[int] = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+
+class Cancellable(Protocol):
+    """A timer :meth:`Reactor.call_later` returns (asyncio's ``TimerHandle`` fits)."""
+
+    def cancel(self) -> None: ...
+
+
+class Reactor(Protocol):
+    """What :class:`SpliceRelay` uses of an event loop: descriptor readiness callbacks and timers.
+
+    asyncio's selector loops and uvloop fit; the trio server's relay hub provides one over its own epoll set.
+    """
+
+    def add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> None: ...
+
+    def remove_reader(self, fd: int) -> object: ...
+
+    def add_writer(self, fd: int, callback: Callable[..., object], *args: Any) -> None: ...
+
+    def remove_writer(self, fd: int) -> object: ...
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
+
+
+class Completion(Protocol):
+    """What :class:`SpliceRelay` resolves when it ends (``asyncio.Future[None]`` fits)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+    def add_done_callback(self, callback: Callable[[Any], object], /) -> None: ...
 
 
 class SocketLike(Protocol):
@@ -173,7 +208,7 @@ class _Direction:
         self.finished = False  # EOF passed on: nothing more to do in this direction
         self.reading = False  # a reader is registered on src
         self.writing = False  # a writer is registered on dst
-        self.timer: asyncio.TimerHandle | None = None  # reading paused by the throttle until it fires
+        self.timer: Cancellable | None = None  # reading paused by the throttle until it fires
 
 
 class SpliceRelay:
@@ -217,13 +252,13 @@ class SpliceRelay:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        loop: Reactor,
         client_sock: SocketLike,
         target_sock: SocketLike,
         *,
         counts: list[int],
         last: list[float],
-        done: asyncio.Future[None],
+        done: Completion,
         throttle: Callable[[int, int], float] | None = None,
         pipes: PipePool | None = None,
     ) -> None:

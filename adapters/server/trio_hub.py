@@ -101,7 +101,7 @@ class _Tunnel:
 
 
 class _Done:
-    """The ``done`` future a :class:`SpliceRelay` resolves, for the hub: it ends the tunnel afterwards."""
+    """The :class:`~.splice.Completion` a :class:`SpliceRelay` resolves, for the hub: it ends the tunnel afterwards."""
 
     __slots__ = ("callbacks", "error", "finished", "hub", "tunnel")
 
@@ -142,7 +142,7 @@ class _Later:
 
 
 class _Reactor:
-    """What :class:`SpliceRelay` uses of an event loop (readers, writers, timers), on the hub's epoll set."""
+    """A :class:`~.splice.Reactor` (what :class:`SpliceRelay` uses of an event loop) on the hub's epoll set."""
 
     __slots__ = ("hub",)
 
@@ -433,8 +433,8 @@ class RelayHub:
         done = _Done(self, tunnel)
         try:
             relay = SpliceRelay(
-                _duck(self._reactor), tunnel.socks[0], tunnel.socks[1], counts=[0, 0], last=[0.0],
-                done=_duck(done), throttle=functools.partial(self._spliced_moved, tunnel), pipes=self._pipes,
+                self._reactor, tunnel.socks[0], tunnel.socks[1], counts=[0, 0], last=[0.0],
+                done=done, throttle=functools.partial(self._spliced_moved, tunnel), pipes=self._pipes,
             )  # fmt: skip
         except OSError:  # no descriptors left for its dups (EMFILE): go on copying
             return
@@ -533,11 +533,6 @@ class RelayHub:
             self._timers = [timer for timer in timers if not timer[2].ended]
             heapq.heapify(self._timers)
             self._stale = 0
-
-
-def _duck(obj: object) -> Any:
-    """*obj* (the hub's reactor, a ``_Done``) as what :class:`SpliceRelay` is annotated with: it only duck-types."""
-    return obj
 
 
 def _name(error: BaseException | None) -> str:
