@@ -157,7 +157,7 @@ class ServeFlags(SphinxDirective):
 
 
 class BenchPlots(SphinxDirective):
-    """``.. bench-plots:: _static/bench-quick.json``: one figure per plot of that results file."""
+    """``.. bench-plots:: _static/bench-full.json``: one figure per plot of that results file."""
 
     required_arguments = 1
     option_spec: ClassVar[dict[str, Any]] = {"outdir": directives.unchanged}

@@ -147,5 +147,5 @@ def test_command_line_refuses_a_file_that_is_not_results(tmp_path: Path) -> None
 
 
 def test_the_committed_results_file_plots() -> None:
-    doc = plots.load(ROOT / "docs" / "_static" / "bench-quick.json")
+    doc = plots.load(ROOT / "docs" / "_static" / "bench-full.json")
     assert plots.rows_of(doc["results"]), "the docs' results file has ratios to plot"
