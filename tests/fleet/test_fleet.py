@@ -122,7 +122,9 @@ def test_a_draining_instance_gets_no_new_clients(fleet_of: Callable[..., Fleet],
     assert rep == 0
     first.send_signal()
     fleet.wait_until(lambda: healthz(fleet.health_ports[0]) == 503, "/healthz to say 503")
-    time.sleep(0.5)  # HAProxy checks every 100 ms and marks a server down at its first failure
+    # HAProxy checks every 100 ms and marks a server down at its first failure; it says so on its stderr
+    taken_out = "Server instances/s0 is DOWN"
+    fleet.wait_until(lambda: taken_out in fleet.haproxy.log_path.read_text(), "HAProxy to take the instance out")
     before = len(outcomes(fleet)[0])
     for _ in range(4):
         assert open_and_echo(fleet, "127.0.0.2", echo) == 0
