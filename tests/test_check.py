@@ -25,18 +25,10 @@ from socks_sansio.adapters.cli import main
 from socks_sansio.adapters.cli.check import check_proxy, parse_payload, run_checks
 from tests.adapters.servers import echo_server
 from tests.peer_servers import HOST, PeerServer, free_port, microsocks_server, tinyproxy_server, wait_for_port
+from tests.server.conftest import closed_port
 
 SECRET = "s3cr3t-pw"
 WRONG = "wr0ng-pw"
-
-
-def dead_port() -> int:
-    """A loopback port that refuses connections: bound (so nobody else takes it) but not listening."""
-    return _DEAD.getsockname()[1]  # type: ignore[no-any-return]
-
-
-_DEAD = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-_DEAD.bind((HOST, 0))
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +168,11 @@ def test_silent_target_fails_first_byte(microsocks: PeerServer) -> None:
 
 
 def test_dead_port(capsys: pytest.CaptureFixture[str], echo: str) -> None:
-    url = f"socks5://carol:{SECRET}@{HOST}:{dead_port()}"
+    url = f"socks5://carol:{SECRET}@{HOST}:{closed_port()}"
     status, out, err = run(capsys, "--target", echo, "--timeout", "3", url)
     assert status == 1
-    assert out.startswith(f"FAIL socks5://carol:***@{HOST}:{dead_port()} protocol=socks5 auth=unknown error=dead-port")
+    port = closed_port()
+    assert out.startswith(f"FAIL socks5://carol:***@{HOST}:{port} protocol=socks5 auth=unknown error=dead-port")
     assert "connection refused" in out
     assert SECRET not in out + err
     status, [result] = run_json(capsys, "--target", echo, "--timeout", "3", url)
@@ -251,7 +244,7 @@ def test_wrong_password_serve(capsys: pytest.CaptureFixture[str], serve_auth: st
 
 
 def test_target_refused(capsys: pytest.CaptureFixture[str], microsocks: PeerServer, tinyproxy: PeerServer) -> None:
-    target = f"{HOST}:{dead_port()}"
+    target = f"{HOST}:{closed_port()}"
     urls = [f"socks5://{microsocks.url}", f"http://{tinyproxy.url}"]
     status, results = run_json(capsys, "--target", target, "--timeout", "5", *urls)
     assert status == 1
@@ -278,7 +271,7 @@ def test_timeout(capsys: pytest.CaptureFixture[str], echo: str) -> None:
 def test_one_failure_among_healthy_proxies_exits_1(
     capsys: pytest.CaptureFixture[str], microsocks: PeerServer, echo: str
 ) -> None:
-    urls = [f"socks5://{microsocks.url}", f"socks5://{HOST}:{dead_port()}", f"socks5h://{microsocks.url}"]
+    urls = [f"socks5://{microsocks.url}", f"socks5://{HOST}:{closed_port()}", f"socks5h://{microsocks.url}"]
     status, results = run_json(capsys, "--target", echo, "--timeout", "3", *urls)
     assert status == 1
     assert [r["ok"] for r in results] == [True, False, True]
@@ -335,7 +328,7 @@ def test_console_script_exit_status(microsocks: PeerServer, echo: str) -> None:
     assert ok.returncode == 0, ok.stderr
     failed = subprocess.run(
         [sys.executable, "-m", "socks_sansio", "check", "--target", echo, "--timeout", "3", "--json",
-         f"socks5://u:{SECRET}@{HOST}:{dead_port()}"],
+         f"socks5://u:{SECRET}@{HOST}:{closed_port()}"],
         check=False, capture_output=True, text=True, timeout=60,
     )
     assert failed.returncode == 1

@@ -35,6 +35,7 @@ the library under test: RFC 1928 (SOCKS5), RFC 1929, SOCKS4/4a, HTTP CONNECT.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import importlib.util
@@ -557,14 +558,11 @@ def closed_port() -> int:
 
 # A socket bound but never listening: connecting to its port is refused, and no
 # other test can take the port while this process lives.
+# Closed at exit: this module is also imported as a plain module by suites that run without tests/server
+# (so without its fixtures).
 _CLOSED = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 _CLOSED.bind((HOST, 0))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _close_reserved_port() -> Iterator[None]:
-    yield
-    _CLOSED.close()
+atexit.register(_CLOSED.close)
 
 
 # ------------------------------------------------------------------ curl
