@@ -169,6 +169,7 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
     """
     from fuzz.targets import make_input as m
     from fuzz.targets_http_forward import seed_inputs as http_forward_seeds
+    from fuzz.targets_http_response import seed_inputs as http_response_seeds
     from fuzz.targets_proxy_protocol import seed_inputs as proxy_protocol_seeds
 
     ok = b"\x05\x00\x00"
@@ -372,6 +373,7 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
         "frames": frames, "udp": udp, "proxy_url": proxy_url, "detect": detect,
         "client_driver": client_driver, "server_driver": server_driver,
         "proxy_protocol": proxy_protocol_seeds(),
+        "http_response": http_response_seeds(),
         **http_forward_seeds(),
     }
 

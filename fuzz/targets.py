@@ -41,6 +41,7 @@ from fuzz.targets_http_forward import (
     target_http_forward_client,
     target_http_forward_server,
 )
+from fuzz.targets_http_response import check_http_response
 from fuzz.targets_proxy_protocol import check_proxy_protocol, target_proxy_protocol
 from socks_sansio import (
     NEED_DATA,
@@ -773,6 +774,7 @@ CHECKS: Final[dict[str, Check]] = {
     "socks4_server": check_socks4_server,
     "http_client": check_http_client,
     "http_server": check_http_server,
+    "http_response": check_http_response,
     "frames": check_frames,
     "client_driver": check_client_driver,
     "server_driver": check_server_driver,
