@@ -35,6 +35,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from fuzz.common import (
+    COMMANDS,
+    EXAMPLE_DOMAIN,
+    EXAMPLE_TARGETS,
+    HEADER_SIZE,
+    Check,
+    Decisions,
+    Finding,
+    make_input,
+    pieces_of,
+    same,
+    split_input,
+)
+from fuzz.targets_drivers import check_client_driver, check_server_driver
 from fuzz.targets_http_forward import (
     check_http_forward_client,
     check_http_forward_server,
@@ -49,36 +63,26 @@ from socks_sansio import (
     UNSPECIFIED_ADDRESS,
     Address,
     AuthMethod,
-    ClientClosed,
-    ClientHandshake,
     Command,
     CommandReply,
     CommandRequest,
     ConnectionClosed,
     ConnectRequest,
     ConnectResponse,
-    CredentialsReceived,
-    Failure,
     Frame,
     FrameDecoder,
     Greeting,
-    HandshakeStatus,
     HttpConnectConnection,
     LocalProtocolError,
     MethodSelection,
-    ProxyError,
     ProxyProtocol,
-    ProxyRefusedError,
     ProxyURL,
     RemoteProtocolError,
     Role,
-    ServerHandshake,
-    ServerStatus,
     Socks4Connection,
     Socks4Reply,
     Socks4Request,
     Socks5Connection,
-    TunnelRequested,
     UdpDatagram,
     UsernamePasswordReply,
     UsernamePasswordRequest,
@@ -93,75 +97,10 @@ from socks_sansio._socks4 import SENDER as SOCKS4_SENDER
 from socks_sansio._socks5_state import SENDER as SOCKS5_SENDER
 from socks_sansio._socks5_wire import encode_event as socks5_encode
 
-__all__ = ["CHECKS", "HEADER_SIZE", "TARGETS", "Decisions", "make_input", "split_input"]
-
-HEADER_SIZE: Final = 3
-"""Octets before the peer's bytes: one for chunking, two for decisions."""
+__all__ = ["CHECKS", "HEADER_SIZE", "TARGETS", "Decisions", "Finding", "make_input", "split_input"]
 
 _MAX_SENDS: Final = 16
 """A bound on how many events one run sends (1xx responses could otherwise loop)."""
-
-
-class Finding(AssertionError):
-    """An invariant broke: a bug in the library (or in this target)."""
-
-
-# -- input layout -------------------------------------------------------------------
-
-
-def chunk_sizes(seed: int) -> list[int]:
-    """Chunk sizes (cycled) derived from a 7-bit seed; seed 0 means one octet at a time."""
-    if seed == 0:
-        return [1]
-    return [1 + seed % 7, 1 + (seed >> 2) * 3 % 23, 1 + (seed >> 4), 1 + (seed * 5) % 11]
-
-
-def split_input(data: bytes) -> tuple[bytes, list[int], bool, int]:
-    """``(payload, chunk sizes, eof, decisions)`` from a fuzzer's input (see the module docstring)."""
-    head = data[:HEADER_SIZE].ljust(HEADER_SIZE, b"\0")
-    return data[HEADER_SIZE:], chunk_sizes(head[0] & 0x7F), bool(head[0] & 0x80), head[1] | head[2] << 8
-
-
-def make_input(payload: bytes, *, seed: int = 0, eof: bool = False, decisions: int = 0) -> bytes:
-    """The fuzzer input that :func:`split_input` reads back as these values."""
-    return bytes((seed & 0x7F | (0x80 if eof else 0), decisions & 0xFF, decisions >> 8 & 0xFF)) + payload
-
-
-def pieces_of(payload: bytes, sizes: Sequence[int]) -> list[bytes]:
-    """*payload* cut into pieces of the given sizes (cycled); never an empty piece."""
-    pieces, at, i = [], 0, 0
-    while at < len(payload):
-        size = max(1, sizes[i % len(sizes)])
-        pieces.append(payload[at : at + size])
-        at += size
-        i += 1
-    return pieces
-
-
-class Decisions:
-    """Bits read in order: every choice a target makes comes from here (0 once exhausted)."""
-
-    __slots__ = ("_bits", "_left")
-
-    def __init__(self, bits: int, width: int = 16) -> None:
-        self._bits = bits
-        self._left = width
-
-    def take(self, count: int) -> int:
-        value = self._bits & ((1 << count) - 1)
-        self._bits >>= count
-        self._left -= count
-        return value
-
-    def flag(self) -> bool:
-        return bool(self.take(1))
-
-
-def _same(kind: str, whole: object, chunked: object, names: tuple[str, str] = ("whole", "chunked")) -> None:
-    if whole != chunked:
-        what = "fed whole and in chunks" if names == ("whole", "chunked") else " and ".join(names)
-        raise Finding(f"{kind}: {what} gave different outcomes:\n  {names[0] + ':':10}{whole!r}\n"
-                      f"  {names[1] + ':':10}{chunked!r}")
 
 
 # -- the generic engine for the connection classes ----------------------------------
@@ -254,7 +193,7 @@ def _run_machine(
 ) -> None:
     whole = _drive(make(), payload, None, eof, respond, Decisions(decisions), senders)
     chunked = _drive(make(), payload, sizes, eof, respond, Decisions(decisions), senders)
-    _same(type(make()).__name__, whole, chunked)
+    same(type(make()).__name__, whole, chunked)
     for entry in whole[0]:
         if entry[0] == "got":
             reencode(entry[1], payload[entry[2] : entry[3]])
@@ -262,20 +201,12 @@ def _run_machine(
 
 # -- SOCKS5 ---------------------------------------------------------------------------
 
-_TARGET_DOMAIN: Final = Address("example.com", 443)
-_TARGETS: Final = (
-    _TARGET_DOMAIN,
-    Address("192.0.2.7", 80),
-    Address("2001:db8::1", 8080),
-    Address("0.0.0.0", 0),
-)
 _OFFERS: Final = (
     (AuthMethod.NO_AUTH,),
     (AuthMethod.USERNAME_PASSWORD,),
     (AuthMethod.NO_AUTH, AuthMethod.USERNAME_PASSWORD),
     (AuthMethod.GSSAPI, AuthMethod.USERNAME_PASSWORD, 0x80, AuthMethod.NO_AUTH),
 )
-_COMMANDS: Final = (Command.CONNECT, Command.BIND, Command.UDP_ASSOCIATE, Command.CONNECT)
 
 
 def _socks5_reencode(event: Any, consumed: bytes) -> None:
@@ -310,8 +241,8 @@ def check_socks5_client(payload: bytes, sizes: Sequence[int], eof: bool, decisio
     """
     config = Decisions(decisions)
     offer = _OFFERS[config.take(2)]
-    command = _COMMANDS[config.take(2)]
-    target = _TARGETS[config.take(2)]
+    command = COMMANDS[config.take(2)]
+    target = EXAMPLE_TARGETS[config.take(2)]
     credentials = UsernamePasswordRequest(username=b"user", password=b"" if config.flag() else b"pass")
     pipelining = config.flag() and len(offer) == 1
     lenient = config.flag()
@@ -356,7 +287,7 @@ def _socks5_server_respond(conn: Socks5Connection, d: Decisions) -> Any:
     if state in ("AWAIT_REPLY", "AWAIT_BIND_PEER"):
         if d.flag():
             return CommandReply(code=1 + d.take(3))
-        return CommandReply(code=0, bound=_TARGETS[d.take(2)])
+        return CommandReply(code=0, bound=EXAMPLE_TARGETS[d.take(2)])
     return None
 
 
@@ -399,7 +330,7 @@ def check_socks4_client(payload: bytes, sizes: Sequence[int], eof: bool, decisio
     """A SOCKS4/4a client sending CONNECT or BIND; *payload* is the server's replies."""
     config = Decisions(decisions)
     command = (Command.CONNECT, Command.BIND)[config.take(1)]
-    target = (_TARGET_DOMAIN, Address("192.0.2.7", 80))[config.take(1)]
+    target = (EXAMPLE_DOMAIN, Address("192.0.2.7", 80))[config.take(1)]
     user_id = (b"", b"fuzz")[config.take(1)]
     lenient = config.flag()
 
@@ -443,7 +374,7 @@ def _http_reencode(event: Any, consumed: bytes) -> None:
         got = server.next_event()
     else:
         client = HttpConnectConnection(Role.CLIENT)
-        client.send(ConnectRequest(target=_TARGET_DOMAIN))
+        client.send(ConnectRequest(target=EXAMPLE_DOMAIN))
         client.receive_data(encode_event(event))
         client.receive_data(b"")  # a Content-Length body left unread (cap, EOF) is not in the event
         got = client.next_event()
@@ -454,7 +385,7 @@ def _http_reencode(event: Any, consumed: bytes) -> None:
 def check_http_client(payload: bytes, sizes: Sequence[int], eof: bool, decisions: int) -> None:
     """An HTTP CONNECT client (retrying after keep-alive refusals); *payload* is the proxy."""
     config = Decisions(decisions)
-    target = (_TARGET_DOMAIN, Address("192.0.2.7", 80), Address("2001:db8::1", 8080), _TARGET_DOMAIN)[config.take(2)]
+    target = (EXAMPLE_DOMAIN, Address("192.0.2.7", 80), Address("2001:db8::1", 8080), EXAMPLE_DOMAIN)[config.take(2)]
     version = (b"1.1", b"1.0")[config.take(1)]
     max_body = (64 * 1024, 0, 4, 100)[config.take(2)]
     auth = config.flag()
@@ -552,7 +483,7 @@ def check_frames(payload: bytes, sizes: Sequence[int], eof: bool, decisions: int
         return tuple(log), bytes(decoder._buffer.data)
 
     whole = run(None)
-    _same("FrameDecoder", whole, run(sizes))
+    same("FrameDecoder", whole, run(sizes))
     for entry in whole[0]:
         if entry[0] == "frame":
             frame = entry[1]
@@ -608,164 +539,7 @@ def target_detect(data: bytes) -> None:
                 raise Finding(f"{data[:size]!r} is {early} but {data!r} is {result}")
 
 
-# -- the drivers ----------------------------------------------------------------------
-
-_CLIENT_PROXIES: Final = (
-    "socks5h://proxy.example:1080",
-    "socks5h://user:pass@proxy.example:1080",
-    "socks4a://proxy.example:1080",
-    "socks4a://fuzz@proxy.example:1080",
-    "http://proxy.example:3128",
-    "http://user:pass@proxy.example:3128",
-    "socks5h://u:@proxy.example",
-    "https://user:pass@proxy.example",
-)
-
-
-def check_client_driver(payload: bytes, sizes: Sequence[int], eof: bool, decisions: int) -> None:
-    """``ClientHandshake`` for socks5h/socks4a/http proxies; *payload* is the proxy's answers."""
-    config = Decisions(decisions)
-    proxy = ProxyURL.parse(_CLIENT_PROXIES[config.take(3)])
-    target = _TARGETS[config.take(2)]
-    command = _COMMANDS[config.take(2)]
-    pipelined = config.flag()
-    preemptive = config.flag()
-    lenient = config.flag()
-    prepared = config.flag() and not pipelined
-    if proxy.protocol is ProxyProtocol.SOCKS4 and (command is Command.UDP_ASSOCIATE or target.atype == 4):
-        command, target = Command.CONNECT, _TARGET_DOMAIN
-    if proxy.protocol is ProxyProtocol.HTTP:
-        command = Command.CONNECT
-        if target.port == 0:
-            target = _TARGET_DOMAIN
-
-    def run(chunks: Sequence[int] | None, prepare: bool = False) -> tuple[object, ...]:
-        # prepare: built with target=None (a pool's connection); request() as soon as it is READY.
-        handshake = ClientHandshake(proxy, None if prepare else target, command=command, pipelined=pipelined,
-                                    preemptive_auth=preemptive, lenient_auth_version=lenient)
-
-        def request_when_ready() -> None:
-            if prepare and handshake.status is HandshakeStatus.READY:
-                handshake.request(target, command=command)
-
-        request_when_ready()
-        sent = handshake.data_to_send()  # everything sent, however the answers were cut
-        pieces = pieces_of(payload, [len(payload)] if chunks is None else chunks)
-        if eof:
-            pieces.append(b"")
-        for piece in pieces:
-            if handshake.read_size_hint < (0 if handshake.established else 1):
-                raise Finding(f"read_size_hint {handshake.read_size_hint} in status {handshake.status}")
-            try:
-                handshake.receive_data(piece)
-            except ProxyError as exc:
-                _check_refusal(exc)
-                sent += handshake.data_to_send()
-                return sent, ("error", type(exc), getattr(exc, "code", None)), handshake.status
-            request_when_ready()
-            sent += handshake.data_to_send()
-        trailing = handshake.trailing_data if handshake.established else None
-        return sent, handshake.status, handshake.bound, handshake.bind_peer, trailing
-
-    whole = run(None)
-    chunked = run(sizes)
-    _same("ClientHandshake", whole, chunked)
-    # The driver must reach ESTABLISHED only through the protocol's success reply.
-    if HandshakeStatus.ESTABLISHED in whole and not payload:
-        raise Finding("established without any answer from the proxy")
-    if prepared:
-        # A prepared handshake whose proxy stayed silent while it was READY (here: READY was
-        # reached at the end of a piece) sends the same octets and ends the same way as a
-        # normal one; a proxy that spoke while it was READY is an error, raised in READY.
-        for chunks, normal in ((None, whole), (sizes, chunked)):
-            outcome = run(chunks, prepare=True)
-            if outcome[-1] is HandshakeStatus.READY and isinstance(outcome[1], tuple):
-                continue
-            _same("ClientHandshake", normal, outcome, ("normal", "prepared"))
-
-
-def _check_refusal(exc: ProxyError) -> None:
-    """A refusal must carry a code that refuses: never SOCKS5 REP 0, SOCKS4 CD 90, or an HTTP 2xx."""
-    if not isinstance(exc, ProxyRefusedError):
-        return
-    success = {"socks5": 0, "socks4": 90}.get(exc.protocol)
-    if exc.code == success or (exc.protocol == "http" and 200 <= exc.code <= 299):
-        raise Finding(f"{type(exc).__name__} for a success code: {exc}")
-    if exc.protocol == "http" and exc.code < 200:
-        raise Finding(f"an interim {exc.code} response was taken as a refusal: {exc}")
-
-
-def check_server_driver(payload: bytes, sizes: Sequence[int], eof: bool, decisions: int) -> None:
-    """``ServerHandshake`` on one port; credentials and dials decided by *decisions*; *payload* is the client."""
-    config = Decisions(decisions)
-    auth_required = config.flag()
-    allow_socks4 = config.flag()
-    protocols = (frozenset(ProxyProtocol), frozenset({ProxyProtocol.SOCKS5}),
-                 frozenset({ProxyProtocol.HTTP, ProxyProtocol.SOCKS4}), frozenset(ProxyProtocol))[config.take(2)]
-    answers = config.take(12)
-
-    def run(chunks: Sequence[int] | None) -> tuple[object, ...]:
-        server = ServerHandshake(protocols=protocols, auth_required=auth_required,
-                                 allow_socks4_without_auth=allow_socks4)
-        d = Decisions(answers, 12)
-        log: list[object] = []
-        pieces = pieces_of(payload, [len(payload)] if chunks is None else chunks)
-        # EOF is delivered after the last piece was drained; EOF arriving together with
-        # undrained bytes has its own regression test (tests/test_fuzz_regressions.py).
-        for piece in [*pieces, b""] if eof else pieces:
-            server.receive_data(piece)
-            for _ in range(64):
-                try:
-                    event = server.next_event()
-                except RemoteProtocolError as exc:
-                    log.append(("error", type(exc), server.data_to_send(), server.status))
-                    return tuple(log), server.status, server.protocol, None
-                if event is NEED_DATA or event is PAUSED:
-                    break
-                log.append(event)
-                if isinstance(event, ClientClosed):
-                    return tuple(log), server.status, server.protocol, None
-                if isinstance(event, CredentialsReceived):
-                    server.accept_credentials(not d.flag())
-                elif isinstance(event, TunnelRequested):
-                    _decide(server, d)
-                else:
-                    raise Finding(f"unexpected event {event!r}")
-                log.append(server.data_to_send())
-            else:
-                raise Finding("next_event never stopped returning events")
-        return tuple(log), server.status, server.protocol, server.trailing_data
-
-    whole = run(None)
-    _same("ServerHandshake", whole, run(sizes))
-    if payload:
-        try:
-            detected = detect_protocol(payload)
-        except RemoteProtocolError:
-            detected = None
-        if whole[2] is not None and whole[2] is not detected:
-            raise Finding(f"the server driver speaks {whole[2]} but detect_protocol says {detected}")
-
-
-def _decide(server: ServerHandshake, d: Decisions) -> None:
-    choice = d.take(2)
-    if choice == 1:
-        server.reject(list(Failure)[d.take(3)])
-        return
-    if choice == 3:  # e.g. over a rate limit: the wait rounds up to whole seconds (HTTP Retry-After)
-        server.reject(Failure.RATE_LIMITED if d.flag() else Failure.NOT_ALLOWED, retry_after=d.take(2) * 0.75)
-        return
-    server.accept(_TARGETS[d.take(2)])
-    if server.status is ServerStatus.AWAITING_BIND_PEER:
-        if d.flag():
-            server.reject(Failure.CONNECTION_REFUSED)
-        else:
-            server.bind_connected(Address("203.0.113.9", 4444))
-
-
 # -- registry -------------------------------------------------------------------------
-
-Check = Callable[[bytes, Sequence[int], bool, int], None]
 
 CHECKS: Final[dict[str, Check]] = {
     "socks5_client": check_socks5_client,

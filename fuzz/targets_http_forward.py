@@ -16,9 +16,8 @@ escape":
   events read go through the forwarded head's :class:`BodyEncoder` without error;
 * **read-size hints**: positive whenever ``next_event()`` says ``NEED_DATA``.
 
-The input layout is that of fuzz/targets.py (``data[0]`` chunking and EOF,
-``data[1:3]`` decisions, then the peer's octets); the few helpers are repeated
-here because fuzz/targets.py imports this module.
+The input layout is :mod:`fuzz.common`'s (``data[0]`` chunking and EOF,
+``data[1:3]`` decisions, then the peer's octets).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from fuzz.common import Decisions, Finding, make_input, pieces_of, same, split_input
 from socks_sansio import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from socks_sansio._http_forward import (
     BodyEncoder,
@@ -53,53 +53,9 @@ __all__ = [
     "target_http_forward_server",
 ]
 
-_HEADER_SIZE: Final = 3
 _CAPS: Final = (16 * 1024, 64, 200, 1024)
 _METHODS: Final = (b"GET", b"HEAD", b"POST", b"OPTIONS")
 _MAX_CYCLES: Final = 32
-
-
-class Finding(AssertionError):
-    """An invariant broke: a bug in the library (or in this target)."""
-
-
-class _Bits:
-    """Decision bits read in order (0 once exhausted)."""
-
-    __slots__ = ("_bits",)
-
-    def __init__(self, bits: int) -> None:
-        self._bits = bits
-
-    def take(self, count: int) -> int:
-        value = self._bits & ((1 << count) - 1)
-        self._bits >>= count
-        return value
-
-
-def _chunk_sizes(seed: int) -> list[int]:
-    if seed == 0:
-        return [1]
-    return [1 + seed % 7, 1 + (seed >> 2) * 3 % 23, 1 + (seed >> 4), 1 + (seed * 5) % 11]
-
-
-def _split(data: bytes) -> tuple[bytes, list[int], bool, int]:
-    head = data[:_HEADER_SIZE].ljust(_HEADER_SIZE, b"\0")
-    return data[_HEADER_SIZE:], _chunk_sizes(head[0] & 0x7F), bool(head[0] & 0x80), head[1] | head[2] << 8
-
-
-def _make_input(payload: bytes, *, seed: int = 0, eof: bool = False, decisions: int = 0) -> bytes:
-    return bytes((seed & 0x7F | (0x80 if eof else 0), decisions & 0xFF, decisions >> 8 & 0xFF)) + payload
-
-
-def _pieces(payload: bytes, sizes: Sequence[int]) -> list[bytes]:
-    pieces, at, i = [], 0, 0
-    while at < len(payload):
-        size = max(1, sizes[i % len(sizes)])
-        pieces.append(payload[at : at + size])
-        at += size
-        i += 1
-    return pieces
 
 
 # -- the shared engine ------------------------------------------------------------------------
@@ -108,7 +64,7 @@ def _pieces(payload: bytes, sizes: Sequence[int]) -> list[bytes]:
 class _Run:
     """One conversation: the log of what the reader produced, and the per-event checks."""
 
-    def __init__(self, reader: Any, bits: _Bits, role: str, version: bytes) -> None:
+    def __init__(self, reader: Any, bits: Decisions, role: str, version: bytes) -> None:
         self.reader = reader
         self.bits = bits
         self.role = role
@@ -215,7 +171,7 @@ class _Run:
 
 def _drive(run: _Run, payload: bytes, sizes: Sequence[int] | None, eof: bool) -> list[Any]:
     reader = run.reader
-    pieces = _pieces(payload, [len(payload)] if sizes is None else sizes)
+    pieces = pieces_of(payload, [len(payload)] if sizes is None else sizes)
     fed = 0
     for index, piece in enumerate(pieces or [b""]):
         if piece:
@@ -242,12 +198,6 @@ def _drive(run: _Run, payload: bytes, sizes: Sequence[int] | None, eof: bool) ->
     return [run.log, reader.state, reader.trailing_data]
 
 
-def _compare(kind: str, whole: Any, chunked: Any) -> None:
-    if whole != chunked:
-        raise Finding(f"{kind}: fed whole and in chunks gave different outcomes:\n  whole:   {whole!r}\n"
-                      f"  chunked: {chunked!r}")
-
-
 # -- the targets --------------------------------------------------------------------------------
 
 
@@ -256,10 +206,10 @@ def check_http_forward_server(payload: bytes, sizes: Sequence[int], eof: bool, d
     cap = _CAPS[decisions & 3]
 
     def run(chunking: Sequence[int] | None) -> list[Any]:
-        return _drive(_Run(ForwardRequestReader(max_head_size=cap), _Bits(decisions >> 2), "server", b"1.1"),
+        return _drive(_Run(ForwardRequestReader(max_head_size=cap), Decisions(decisions >> 2), "server", b"1.1"),
                       payload, chunking, eof)
 
-    _compare("ForwardRequestReader", run(None), run(sizes))
+    same("ForwardRequestReader", run(None), run(sizes))
 
 
 def check_http_forward_client(payload: bytes, sizes: Sequence[int], eof: bool, decisions: int) -> None:
@@ -269,22 +219,22 @@ def check_http_forward_client(payload: bytes, sizes: Sequence[int], eof: bool, d
     version = (b"1.1", b"1.0")[decisions >> 4 & 1]
 
     def run(chunking: Sequence[int] | None) -> list[Any]:
-        state = _Run(ForwardResponseReader(request_method=method, max_head_size=cap), _Bits(decisions >> 5),
+        state = _Run(ForwardResponseReader(request_method=method, max_head_size=cap), Decisions(decisions >> 5),
                      "client", version)
         state.method = method
         return _drive(state, payload, chunking, eof)
 
-    _compare("ForwardResponseReader", run(None), run(sizes))
+    same("ForwardResponseReader", run(None), run(sizes))
 
 
 def target_http_forward_server(data: bytes) -> None:
-    """:func:`check_http_forward_server` on a fuzzer's input (layout of fuzz/targets.py)."""
-    check_http_forward_server(*_split(data))
+    """:func:`check_http_forward_server` on a fuzzer's input (layout of :mod:`fuzz.common`)."""
+    check_http_forward_server(*split_input(data))
 
 
 def target_http_forward_client(data: bytes) -> None:
-    """:func:`check_http_forward_client` on a fuzzer's input (layout of fuzz/targets.py)."""
-    check_http_forward_client(*_split(data))
+    """:func:`check_http_forward_client` on a fuzzer's input (layout of :mod:`fuzz.common`)."""
+    check_http_forward_client(*split_input(data))
 
 
 # -- seeds -------------------------------------------------------------------------------------------
@@ -292,7 +242,7 @@ def target_http_forward_client(data: bytes) -> None:
 
 def seed_inputs() -> dict[str, dict[str, bytes]]:
     """The seed corpus of both targets (written by ``fuzz/run_atheris.py --write-corpus``)."""
-    m = _make_input
+    m = make_input
     get = b"GET http://example.com/index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"
     post_cl = b"POST http://h:8080/up HTTP/1.1\r\nHost: h:8080\r\nContent-Length: 5\r\n\r\nhello"
     post_chunked = (b"POST http://h/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"

@@ -19,29 +19,28 @@ exactly ``read_size_hint`` octets at a time. It checks:
 The decision bits choose the request method (bits 0-1: ``GET``, ``HEAD``,
 ``CONNECT``, ``POST``) and the caps (bits 2-3: the defaults; a 64-octet head
 and body; a 64-octet head; no body at all). ``target_http_response(data)``
-reads the input layout of ``fuzz/targets.py``, whose helpers are imported
-when first called (that module imports this one to register it).
+reads the input layout of :mod:`fuzz.common`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
+from fuzz.common import Finding, make_input, pieces_of, same, split_input
 from socks_sansio import NEED_DATA, HttpResponse, LocalProtocolError, RemoteProtocolError, ResponseReader
 
 __all__ = ["check_http_response", "seed_inputs", "target_http_response"]
 
 _METHODS: Final = ("GET", "HEAD", "CONNECT", "POST")
-_CAPS: Final = ({}, {"max_head_size": 64, "max_body_size": 64}, {"max_head_size": 64}, {"max_body_size": 0})
+_CAPS: Final[tuple[dict[str, int], ...]] = (
+    {},
+    {"max_head_size": 64, "max_body_size": 64},
+    {"max_head_size": 64},
+    {"max_body_size": 0},
+)
 _LOOPS: Final = 4
 """More ``next_event`` calls than a piece can need: the response, then the error for asking again."""
-
-
-def _targets() -> Any:
-    from fuzz import targets
-
-    return targets
 
 
 def _reader(decisions: int) -> ResponseReader:
@@ -51,13 +50,13 @@ def _reader(decisions: int) -> ResponseReader:
 def _outcome(response: HttpResponse, decisions: int) -> tuple[object, ...]:
     cap = _CAPS[decisions >> 2 & 3].get("max_body_size", 16 * 1024 * 1024)
     if len(response.body) > cap:
-        raise _targets().Finding(f"a body of {len(response.body)} octets passed max_body_size {cap}")
+        raise Finding(f"a body of {len(response.body)} octets passed max_body_size {cap}")
     return ("response", response.status_code, response.reason, response.headers, response.body)
 
 
 def _step(reader: ResponseReader, decisions: int) -> tuple[object, ...] | None:
     """Call next_event until it waits; the outcome once the response is here."""
-    finding = _targets().Finding
+    finding = Finding
     for _ in range(_LOOPS):
         event = reader.next_event()
         if event is NEED_DATA:
@@ -87,15 +86,15 @@ def _failed(reader: ResponseReader) -> tuple[object, ...]:
     except RemoteProtocolError:
         pass
     else:
-        raise _targets().Finding("a reader in error returned an event")
+        raise Finding("a reader in error returned an event")
     if reader.read_size_hint != 0:
-        raise _targets().Finding(f"a reader in error hints {reader.read_size_hint} octets")
+        raise Finding(f"a reader in error hints {reader.read_size_hint} octets")
     return ("error", RemoteProtocolError)
 
 
 def _run(payload: bytes, sizes: Sequence[int] | None, eof: bool, decisions: int) -> tuple[object, ...]:
     reader = _reader(decisions)
-    pieces = _targets().pieces_of(payload, [len(payload)] if sizes is None else sizes)
+    pieces = pieces_of(payload, [len(payload)] if sizes is None else sizes)
     outcome: tuple[object, ...] | None = None
     fed = size = 0
     try:
@@ -114,7 +113,7 @@ def _run(payload: bytes, sizes: Sequence[int] | None, eof: bool, decisions: int)
     if outcome is None:  # (the heads and body octets read so far are consumed already)
         return ("need",)
     if trailing != (payload[size:], eof):
-        raise _targets().Finding(f"trailing_data {trailing!r} is not what followed the {size}-octet response")
+        raise Finding(f"trailing_data {trailing!r} is not what followed the {size}-octet response")
     return (*outcome, size, trailing)
 
 
@@ -135,26 +134,26 @@ def _run_by_hint(payload: bytes, eof: bool, decisions: int) -> tuple[object, ...
     except RemoteProtocolError:
         return _failed(reader)
     if reader.trailing_data[0] and not reader.trailing_data[1]:
-        raise _targets().Finding(f"reading by read_size_hint read past the response: {reader.trailing_data!r}")
+        raise Finding(f"reading by read_size_hint read past the response: {reader.trailing_data!r}")
     return outcome
 
 
 def check_http_response(payload: bytes, sizes: Sequence[int], eof: bool, decisions: int) -> None:
     """``ResponseReader`` (method and caps from *decisions*); *payload* is the server's answer."""
     whole = _run(payload, None, eof, decisions)
-    _targets()._same("ResponseReader", whole, _run(payload, sizes, eof, decisions))
+    same("ResponseReader", whole, _run(payload, sizes, eof, decisions))
     expected = whole[:5] if whole[0] == "response" else whole if whole[0] == "error" else whole[:1]
-    _targets()._same("ResponseReader", expected, _run_by_hint(payload, eof, decisions), ("whole", "by hint"))
+    same("ResponseReader", expected, _run_by_hint(payload, eof, decisions), ("whole", "by hint"))
 
 
 def target_http_response(data: bytes) -> None:
-    """:func:`check_http_response` on the input layout of ``fuzz/targets.py``."""
-    check_http_response(*_targets().split_input(data))
+    """:func:`check_http_response` on the input layout of :mod:`fuzz.common`."""
+    check_http_response(*split_input(data))
 
 
 def seed_inputs() -> dict[str, bytes]:
     """Seeds for ``fuzz/corpus/http_response/`` (whole fuzzer inputs, header octets included)."""
-    m = _targets().make_input
+    m = make_input
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     head, connect, post, small = 1, 2, 3, 1 << 2
     return {

@@ -20,15 +20,15 @@ the chunks *sizes* gives, and as a blocking server would read it, exactly
 The decision bits choose the size cap: 0 the default (4096), 1 the smallest
 (16), 2 a small one (16 + the next 8 bits, to reach the limit), 3 the
 largest (65551). ``target_proxy_protocol(data)`` reads the input layout of
-``fuzz/targets.py``. The helpers of ``fuzz/targets.py`` are imported when
-first called, since that module imports this one to register it.
+:mod:`fuzz.common`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
+from fuzz.common import Finding, make_input, pieces_of, same, split_input
 from socks_sansio import NEED_DATA, PAUSED, RemoteProtocolError
 from socks_sansio._proxy_protocol import (
     DEFAULT_MAX_PROXY_HEADER_SIZE,
@@ -47,12 +47,6 @@ _LOOPS: Final = 8
 """More ``next_event`` calls than a piece can need: header, then PAUSED."""
 
 
-def _targets() -> Any:
-    from fuzz import targets
-
-    return targets
-
-
 def _cap(decisions: int) -> int:
     choice = decisions & 3
     if choice == 1:
@@ -68,17 +62,17 @@ def _finish(reader: ProxyHeaderReader, payload: bytes, fed: int) -> tuple[object
     trailing = reader.trailing_data
     if header is None:
         if trailing[0] != payload[:fed]:
-            raise _targets().Finding(f"NEED_DATA but trailing_data {trailing!r} is not all that was fed")
+            raise Finding(f"NEED_DATA but trailing_data {trailing!r} is not all that was fed")
         return ("need", trailing)
     size = fed - len(trailing[0])
     if payload[size:fed] != trailing[0]:
-        raise _targets().Finding(f"trailing_data {trailing!r} is not what followed the {size}-octet header")
+        raise Finding(f"trailing_data {trailing!r} is not what followed the {size}-octet header")
     return ("header", header, size, trailing)
 
 
 def _step(reader: ProxyHeaderReader) -> None:
     """Call next_event until it waits; check the hints and PAUSED."""
-    finding = _targets().Finding
+    finding = Finding
     for _ in range(_LOOPS):
         hint = reader.read_size_hint
         had_header = reader.header is not None
@@ -100,7 +94,7 @@ def _step(reader: ProxyHeaderReader) -> None:
 
 def _run(payload: bytes, sizes: Sequence[int] | None, eof: bool, cap: int) -> tuple[object, ...]:
     reader = ProxyHeaderReader(max_header_size=cap)
-    pieces = _targets().pieces_of(payload, [len(payload)] if sizes is None else sizes)
+    pieces = pieces_of(payload, [len(payload)] if sizes is None else sizes)
     fed = 0
     try:
         for piece in pieces:
@@ -112,7 +106,7 @@ def _run(payload: bytes, sizes: Sequence[int] | None, eof: bool, cap: int) -> tu
             _step(reader)
     except RemoteProtocolError as exc:
         if exc.reply_hint is not None:
-            raise _targets().Finding(f"a reply_hint {exc.reply_hint!r}: the PROXY protocol has no reply") from exc
+            raise Finding(f"a reply_hint {exc.reply_hint!r}: the PROXY protocol has no reply") from exc
         return ("error", RemoteProtocolError)
     return _finish(reader, payload, fed)
 
@@ -137,12 +131,12 @@ def _run_by_hint(payload: bytes, eof: bool, cap: int) -> tuple[object, ...]:
     if header is None:
         return ("need",)
     if reader.trailing_data[0]:
-        raise _targets().Finding(f"reading by read_size_hint read past the header: {reader.trailing_data!r}")
+        raise Finding(f"reading by read_size_hint read past the header: {reader.trailing_data!r}")
     return ("header", header, len(payload) - len(kernel))
 
 
 def _reencode(header: ProxyHeader, consumed: bytes) -> None:
-    finding = _targets().Finding
+    finding = Finding
     encoded = encode_proxy_header(header)
     reader = ProxyHeaderReader(max_header_size=MAX_PROXY_V2_HEADER_SIZE)
     reader.receive_data(encoded)
@@ -162,10 +156,10 @@ def check_proxy_protocol(payload: bytes, sizes: Sequence[int], eof: bool, decisi
     """``ProxyHeaderReader`` (size cap from *decisions*); *payload* is what the load balancer sent."""
     cap = _cap(decisions)
     whole = _run(payload, None, eof, cap)
-    _targets()._same("ProxyHeaderReader", whole, _run(payload, sizes, eof, cap))
+    same("ProxyHeaderReader", whole, _run(payload, sizes, eof, cap))
     by_hint = _run_by_hint(payload, eof, cap)
     expected = whole[:3] if whole[0] == "header" else whole[:1] if whole[0] == "need" else whole
-    _targets()._same("ProxyHeaderReader", expected, by_hint, ("whole", "by hint"))
+    same("ProxyHeaderReader", expected, by_hint, ("whole", "by hint"))
     if whole[0] == "header":
         header, size = whole[1], whole[2]
         assert isinstance(header, ProxyHeader)
@@ -174,14 +168,14 @@ def check_proxy_protocol(payload: bytes, sizes: Sequence[int], eof: bool, decisi
 
 
 def target_proxy_protocol(data: bytes) -> None:
-    """:func:`check_proxy_protocol` on the input layout of ``fuzz/targets.py``."""
-    payload, sizes, eof, decisions = _targets().split_input(data)
+    """:func:`check_proxy_protocol` on the input layout of :mod:`fuzz.common`."""
+    payload, sizes, eof, decisions = split_input(data)
     check_proxy_protocol(payload, sizes, eof, decisions)
 
 
 def seed_inputs() -> dict[str, bytes]:
     """Seeds for ``fuzz/corpus/proxy_protocol/`` (whole fuzzer inputs, header octets included)."""
-    m = _targets().make_input
+    m = make_input
     sig = PROXY_V2_SIGNATURE
     addr4 = bytes.fromhex("c0a80001c0a8000bdc0401bb")
     addr6 = bytes.fromhex("20010db8" + "00" * 11 + "01" + "20010db8" + "00" * 11 + "02" + "00010002")
