@@ -94,16 +94,9 @@ class Greeting:
     methods: tuple[int, ...]
 
     def __init__(self, *, methods: Iterable[int]) -> None:
-        # Written by hand (attrs writes the rest): a tuple of AuthMethod members,
-        # the usual value, is checked without a call; anything else goes to _methods.
-        if type(methods) is tuple and 0 < len(methods) <= 255:
-            for method in methods:
-                if type(method) is not AuthMethod:
-                    methods = _methods(methods)
-                    break
-        else:
-            methods = _methods(methods)
-        _set(self, "methods", methods)
+        # Written by hand (attrs writes the rest): the converter, one call (its fast
+        # path takes a tuple of AuthMethod members, the usual value, as it is).
+        _set(self, "methods", _methods(methods))
 
 
 @final

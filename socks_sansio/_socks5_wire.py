@@ -70,12 +70,12 @@ _from_bytes = int.from_bytes
 _new = object.__new__
 _set = object.__setattr__
 
-# IPv4 hosts already seen, by their 32-bit value: a client hears the same few
-# BND.ADDRs again and again, and an IPv4Address is immutable, so one is shared.
-# Bounded: emptied when full.
 # Every possible MethodSelection, by its METHOD octet (events are immutable: one of each).
 _SELECTION_OF_OCTET: Final = tuple([parsed_selection(octet) for octet in range(256)])
 
+# IPv4 hosts already seen, by their 32-bit value: a client hears the same few
+# BND.ADDRs again and again, and an IPv4Address is immutable, so one is shared.
+# Bounded: emptied when full.
 _IPV4_HOSTS: Final[dict[int, ipaddress.IPv4Address]] = {}
 _IPV4_HOSTS_MAX: Final = 1024
 

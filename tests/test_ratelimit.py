@@ -403,3 +403,12 @@ def test_exempt_names_may_be_text_but_not_one_bare_name() -> None:
         RateLimitConfig(exempt_users="alice")
     with pytest.raises(TypeError, match="expected bytes or str, not int"):
         RateLimitConfig(exempt_users=[5])  # type: ignore[list-item]
+
+
+def test_splice_is_wanted_only_when_asked_for_and_no_byte_limit_is_charged() -> None:
+    from socks_sansio import ServerConfig
+
+    assert ServerConfig().splice_wanted
+    assert not ServerConfig(splice=False).splice_wanted
+    assert not ServerConfig(rate_limits=RateLimitConfig(bytes_per_client=Rate(1000, 1000))).splice_wanted
+    assert ServerConfig(rate_limits=RateLimitConfig(tunnels_per_client=Rate(1, 1))).splice_wanted

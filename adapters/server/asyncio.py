@@ -99,7 +99,7 @@ class ProxyServer:
         # not per process: servers running on event loops in different threads must not share it.
         self.relay_buffer = [memoryview(bytearray(config.buffer_size))]
         # The splice relay's pipes (None: every tunnel copies). Byte rate limits are charged by the copying relay.
-        self.pipes = PipePool() if config.splice and SpliceRelay.supported() and not config.byte_limits else None
+        self.pipes = PipePool() if config.splice_wanted and SpliceRelay.supported() else None
         self.spliced = 0
         """How many tunnels were relayed with splice() (the others copied)."""
 

@@ -191,9 +191,10 @@ class TrioProxyServer:
                     clients.start_soon(self._log_stats)
                 if RelayHub.supported():
                     config = self.config
-                    splice = config.splice and not config.byte_limits  # byte limits are charged by copying
                     self._hub = RelayHub(
-                        config.buffer_size, config.idle_timeout, splice_after=config.splice_after if splice else None
+                        config.buffer_size,
+                        config.idle_timeout,
+                        splice_after=config.splice_after if config.splice_wanted else None,
                     )
                     clients.start_soon(self._hub.run)
                 self.accepting = True

@@ -71,7 +71,7 @@ class ServerConfig:
     ``rate_limits`` caps new tunnels and bytes a second per user and per client
     address. ``metrics_listen`` serves Prometheus metrics over HTTP there (needs
     the ``metrics`` extra; loopback only unless ``allow_remote_metrics``).
-    ``splice`` lets the asyncio server relay plain-TCP CONNECT tunnels with
+    ``splice`` lets the servers relay plain-TCP CONNECT tunnels with
     Linux ``splice()`` (zero-copy) when no byte rate limit is set; False keeps
     every tunnel on the copying relay. A tunnel starts on the copying relay and
     moves to splice once it has relayed ``splice_after`` octets (0: from the
@@ -204,6 +204,15 @@ class ServerConfig:
         """Whether any byte rate limit is set (relays then charge what they move)."""
         limits = self.rate_limits
         return limits.bytes_per_user is not None or limits.bytes_per_client is not None
+
+    @property
+    def splice_wanted(self) -> bool:
+        """Whether relays may move plain-TCP tunnels to ``splice()``: asked for, and no byte limit to charge.
+
+        Byte limits are charged by copying, so they keep every tunnel on the copying
+        relay; a backend adds only whether its platform supports splice.
+        """
+        return self.splice and not self.byte_limits
 
     @property
     def udp_allowed(self) -> bool:
